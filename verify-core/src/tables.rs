@@ -1,0 +1,178 @@
+//! The verifier's tables, in memory the caller provides.
+//!
+//! Nothing here allocates: a microcontroller passes static arrays, a C host passes its
+//! own memory, the CLI passes vectors sized for millions of records ([`OwnedTables`]).
+//! A full table is an error ([`crate::ErrorCode::CapacityExceeded`]), never a silent pass.
+
+use crate::ed25519::PublicKey;
+use crate::registry::{MAX_ROLES, MAX_ROLE_LEN};
+use crate::Hash;
+
+/// What the verifier remembers of every record: enough to check later records that
+/// name it as a parent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordSlot {
+    pub(crate) hash: Hash,
+    pub(crate) lamport: u64,
+    /// INTENT, DECISION, APPROVAL: position in the intent table. CHECKPOINT: its own
+    /// stream position.
+    pub(crate) link: u32,
+    pub(crate) kind: u8,
+    /// DECISION: the verdict.
+    pub(crate) flags: u8,
+}
+
+/// Lifecycle of one INTENT: its call digest and which decisions it has had.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IntentSlot {
+    /// SHA-256 over the tool, call kind and argument commitment.
+    pub(crate) digest: Hash,
+    /// 1 + position in the escalation table, or 0.
+    pub(crate) escalation: u32,
+    pub(crate) flags: u8,
+}
+
+pub(crate) const INTENT_FINAL: u8 = 1; // an ALLOW or DENY was recorded
+pub(crate) const INTENT_ALLOWED: u8 = 2; // ... and it was an ALLOW
+pub(crate) const INTENT_ESCALATED: u8 = 4; // an ESCALATE was recorded
+pub(crate) const INTENT_APPROVED: u8 = 8; // ... and an APPROVAL granted it
+pub(crate) const INTENT_EFFECT: u8 = 16; // the permit was used by an EFFECT
+
+/// An ESCALATE's terms, kept until the end (APPROVALs are checked against them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EscalationSlot {
+    pub(crate) not_before: u64,
+    pub(crate) expires: u64,
+    pub(crate) quorum: u64,
+    pub(crate) role: [u8; MAX_ROLE_LEN],
+    pub(crate) role_len: u8,
+    pub(crate) resolved: bool,
+}
+
+/// A key of the trust registry: an anchor or a key published by a TRUST_EVENT.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeySlot {
+    pub(crate) key: Option<PublicKey>,
+    pub(crate) anchor: bool,
+    pub(crate) revoked: bool,
+    pub(crate) roles: [[u8; MAX_ROLE_LEN]; MAX_ROLES],
+    pub(crate) role_lens: [u8; MAX_ROLES],
+    /// 1 + stream position of the last record this key signed, or 0.
+    pub(crate) last_signed: u64,
+    pub(crate) last_time: u64,
+}
+
+impl KeySlot {
+    pub(crate) fn has_role(&self, role: &str) -> bool {
+        self.roles
+            .iter()
+            .zip(self.role_lens.iter())
+            .any(|(r, &n)| r.get(..usize::from(n)) == Some(role.as_bytes()))
+    }
+}
+
+/// Sequence state of one (signer, session) pair.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamSlot {
+    /// SHA-256 over the signer key and the session id.
+    pub(crate) id: Hash,
+    pub(crate) used: bool,
+    pub(crate) next_seq: u64,
+    /// Table position of the last record of this stream.
+    pub(crate) last: u32,
+}
+
+/// Memory for one verification, borrowed from the caller.
+///
+/// Sizing: `records` one slot per record; `index` at least 8/7 of `records` (an open
+/// addressing table over record hashes); `intents` one per INTENT; `escalations` one per
+/// ESCALATE; `keys` anchors plus published keys; `streams` at least 8/7 of the number
+/// of (signer, session) pairs.
+#[derive(Debug)]
+pub struct Tables<'t> {
+    /// One slot per record, in stream order.
+    pub records: &'t mut [RecordSlot],
+    /// Hash index over `records`.
+    pub index: &'t mut [u32],
+    /// One slot per INTENT.
+    pub intents: &'t mut [IntentSlot],
+    /// One slot per ESCALATE.
+    pub escalations: &'t mut [EscalationSlot],
+    /// Trust registry.
+    pub keys: &'t mut [KeySlot],
+    /// Sequence numbers per (signer, session).
+    pub streams: &'t mut [StreamSlot],
+}
+
+/// Heap-backed tables, sized for a number of records.
+#[cfg(feature = "alloc")]
+#[derive(Debug)]
+pub struct OwnedTables {
+    records: alloc::vec::Vec<RecordSlot>,
+    index: alloc::vec::Vec<u32>,
+    intents: alloc::vec::Vec<IntentSlot>,
+    escalations: alloc::vec::Vec<EscalationSlot>,
+    keys: alloc::vec::Vec<KeySlot>,
+    streams: alloc::vec::Vec<StreamSlot>,
+}
+
+/// Capacities for [`OwnedTables`].
+#[derive(Clone, Copy, Debug)]
+pub struct Capacity {
+    /// Records in the stream.
+    pub records: usize,
+    /// INTENT records.
+    pub intents: usize,
+    /// ESCALATE decisions.
+    pub escalations: usize,
+    /// Anchors plus published keys.
+    pub keys: usize,
+    /// (signer, session) pairs.
+    pub streams: usize,
+}
+
+impl Capacity {
+    /// Room for `records` records of any mix (every table as large as it could need).
+    pub fn for_records(records: usize) -> Capacity {
+        Capacity { records, intents: records, escalations: records, keys: 256, streams: records }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl OwnedTables {
+    /// Allocates tables of the given capacities.
+    pub fn new(c: Capacity) -> OwnedTables {
+        let index_len = c.records.saturating_mul(8) / 7 + 1;
+        let streams_len = c.streams.saturating_mul(8) / 7 + 1;
+        OwnedTables {
+            records: alloc::vec![RecordSlot::default(); c.records],
+            index: alloc::vec![0; index_len],
+            intents: alloc::vec![IntentSlot::default(); c.intents],
+            escalations: alloc::vec![EscalationSlot::default(); c.escalations],
+            keys: alloc::vec![KeySlot::default(); c.keys],
+            streams: alloc::vec![StreamSlot::default(); streams_len],
+        }
+    }
+
+    /// Borrows the tables for one verification. Reusing them for another verification
+    /// is fine: the verifier clears what it uses.
+    pub fn tables(&mut self) -> Tables<'_> {
+        Tables {
+            records: &mut self.records,
+            index: &mut self.index,
+            intents: &mut self.intents,
+            escalations: &mut self.escalations,
+            keys: &mut self.keys,
+            streams: &mut self.streams,
+        }
+    }
+}
+
+/// Bucket of a 32-byte hash in a table of `len` buckets.
+pub(crate) fn bucket(hash: &Hash, len: usize) -> usize {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&hash[..8]);
+    let h = u64::from_le_bytes(b);
+    // len > 0 is checked by callers; `%` by a non-zero usize cannot panic.
+    (h % (len.max(1) as u64)) as usize
+}
