@@ -158,7 +158,9 @@ fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// A deterministic test key. Never use these for anything real: the seeds are public.
 pub fn test_key(name: &str) -> Signer {
-    Signer::from_seed(&sha256(format!("HELM TEST KEY - PUBLIC, NEVER USE FOR REAL - {name}").as_bytes()))
+    Signer::from_seed(&sha256(
+        format!("HELM TEST KEY - PUBLIC, NEVER USE FOR REAL - {name}").as_bytes(),
+    ))
 }
 
 /// Kernel time of the first record in generated chains: 2026-01-01T00:00:00Z.
@@ -200,14 +202,29 @@ impl Chain {
 
     /// A builder with the next Lamport value, sequence number and time (without
     /// advancing the chain: `push_built` does that).
-    pub fn builder(&self, signer: &Signer, kind: Kind, body: Vec<u8>, parents: &[Hash], session: &str) -> RecordBuilder {
+    pub fn builder(
+        &self,
+        signer: &Signer,
+        kind: Kind,
+        body: Vec<u8>,
+        parents: &[Hash],
+        session: &str,
+    ) -> RecordBuilder {
         let mut b = RecordBuilder::new(kind, body);
         b.parents = parents.to_vec();
         b.lamport = self.lamport + 1;
         b.time = self.time;
-        b.principal = if session.is_empty() { "kernel".into() } else { "agent:alice".into() };
+        b.principal = if session.is_empty() {
+            "kernel".into()
+        } else {
+            "agent:alice".into()
+        };
         b.session = session.into();
-        b.seq = self.seqs.get(&(signer.public_key(), session.to_string())).copied().unwrap_or(0);
+        b.seq = self
+            .seqs
+            .get(&(signer.public_key(), session.to_string()))
+            .copied()
+            .unwrap_or(0);
         b
     }
 
@@ -249,9 +266,17 @@ impl Chain {
         let count = self.records.len() as u64;
         let root = self.merkle.root();
         let (msg, n) = verify_core::checkpoint_challenge(count, &root);
-        let cosigs: Vec<([u8; 32], [u8; 64])> =
-            witnesses.iter().map(|w| (w.public_key(), w.sign(&msg[..n]))).collect();
-        self.push(kernel, Kind::Checkpoint, verify_core::body::checkpoint(count, &root, &cosigs), parents, "")
+        let cosigs: Vec<([u8; 32], [u8; 64])> = witnesses
+            .iter()
+            .map(|w| (w.public_key(), w.sign(msg.get(..n).unwrap_or(&[]))))
+            .collect();
+        self.push(
+            kernel,
+            Kind::Checkpoint,
+            verify_core::body::checkpoint(count, &root, &cosigs),
+            parents,
+            "",
+        )
     }
 
     /// Moves kernel time forward.

@@ -1,6 +1,12 @@
 //! Runs every vector file against verify-core and checks the files are exactly what the
 //! generator writes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test"
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,13 @@ fn every_record_vector_reaches_its_expected_verdict() {
             failures.push(format!("{}: expected {want:?}, got {got:?}", v.id));
         }
     }
-    assert!(failures.is_empty(), "{} of {} vectors failed:\n{}", failures.len(), vectors.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors failed:\n{}",
+        failures.len(),
+        vectors.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -28,9 +40,16 @@ fn every_rule_has_a_positive_and_a_negative_vector() {
     let vectors = load_record_vectors(&vectors_dir()).unwrap();
     for rule in 1..=6u8 {
         let of_rule: Vec<_> = vectors.iter().filter(|v| v.rule == rule).collect();
-        assert!(of_rule.iter().any(|v| matches!(v.expect, helm_test_vectors::Expectation::Reject { .. })), "rule {rule}: no negative vector");
         assert!(
-            vectors.iter().any(|v| v.rule == rule && matches!(v.expect, helm_test_vectors::Expectation::Accept { .. })),
+            of_rule
+                .iter()
+                .any(|v| matches!(v.expect, helm_test_vectors::Expectation::Reject { .. })),
+            "rule {rule}: no negative vector"
+        );
+        assert!(
+            vectors
+                .iter()
+                .any(|v| v.rule == rule && matches!(v.expect, helm_test_vectors::Expectation::Accept { .. })),
             "rule {rule}: no positive vector"
         );
     }
@@ -48,7 +67,10 @@ fn cctv_ed25519_edge_cases_match_the_pinned_verdicts() {
         let ok = verify_core::verify_signature(&key, c.msg.as_bytes(), &sig);
         accepted += usize::from(ok);
         if ok != (c.expect == "accept") {
-            wrong.push(format!("case {} {:?}: expected {}, got {}", c.number, c.flags, c.expect, ok));
+            wrong.push(format!(
+                "case {} {:?}: expected {}, got {}",
+                c.number, c.flags, c.expect, ok
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -80,7 +102,10 @@ fn committed_vectors_are_exactly_what_the_generator_writes() {
     let runs: Vec<PathBuf> = (0..2).map(|i| base.join(i.to_string())).collect();
     for dir in &runs {
         fs::create_dir_all(dir).unwrap();
-        let status = Command::new(env!("CARGO_BIN_EXE_generate-vectors")).arg(dir).status().unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_generate-vectors"))
+            .arg(dir)
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     let generated = files_below(&runs[0]);
@@ -88,15 +113,30 @@ fn committed_vectors_are_exactly_what_the_generator_writes() {
     let committed = vectors_dir();
     for rel in &generated {
         let a = fs::read(runs[0].join(rel)).unwrap();
-        assert_eq!(a, fs::read(runs[1].join(rel)).unwrap(), "{} differs between two runs", rel.display());
+        assert_eq!(
+            a,
+            fs::read(runs[1].join(rel)).unwrap(),
+            "{} differs between two runs",
+            rel.display()
+        );
         let c = fs::read(committed.join(rel)).unwrap_or_default();
-        assert!(a == c, "{} differs from the committed file: run `cargo run -p helm-test-vectors --bin generate-vectors`", rel.display());
+        assert!(
+            a == c,
+            "{} differs from the committed file: run `cargo run -p helm-test-vectors --bin generate-vectors`",
+            rel.display()
+        );
     }
     // No stale committed vector that the generator no longer writes.
-    let committed_records: Vec<PathBuf> =
-        files_below(&committed.join("records")).into_iter().map(|p| Path::new("records").join(p)).collect();
+    let committed_records: Vec<PathBuf> = files_below(&committed.join("records"))
+        .into_iter()
+        .map(|p| Path::new("records").join(p))
+        .collect();
     for rel in committed_records {
-        assert!(generated.contains(&rel), "{} is committed but not generated", rel.display());
+        assert!(
+            generated.contains(&rel),
+            "{} is committed but not generated",
+            rel.display()
+        );
     }
     fs::remove_dir_all(&base).ok();
 }

@@ -147,7 +147,7 @@ impl<'a> Reader<'a> {
         let v = i64::try_from(arg).map_err(|_| CborError::OutOfRange)?;
         match m {
             MAJOR_UINT => Ok(v),
-            MAJOR_NINT => Ok(-1 - v),
+            MAJOR_NINT => (-1i64).checked_sub(v).ok_or(CborError::OutOfRange),
             _ => Err(CborError::UnexpectedType),
         }
     }
@@ -276,8 +276,10 @@ pub(crate) fn encode_head(major: u8, arg: u64, out: &mut [u8; 9]) -> usize {
         _ => (27, 8),
     };
     out[0] = m | info;
-    out[1..=n].copy_from_slice(&be[8 - n..]);
-    n + 1
+    if let (Some(dst), Some(src)) = (out.get_mut(1..=n), be.get(8usize.saturating_sub(n)..)) {
+        dst.copy_from_slice(src);
+    }
+    n.saturating_add(1)
 }
 
 #[cfg(test)]
@@ -299,7 +301,10 @@ mod tests {
         assert_eq!(read_uint(&[0x19, 0x00, 0xff]), Err(CborError::NotShortest));
         assert_eq!(read_uint(&[0x19, 0x01, 0x00]), Ok(256));
         assert_eq!(read_uint(&[0x1a, 0, 0, 0xff, 0xff]), Err(CborError::NotShortest));
-        assert_eq!(read_uint(&[0x1b, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), Err(CborError::NotShortest));
+        assert_eq!(
+            read_uint(&[0x1b, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            Err(CborError::NotShortest)
+        );
         assert_eq!(read_uint(&[0x1c]), Err(CborError::Reserved));
         assert_eq!(read_uint(&[0x18]), Err(CborError::Truncated));
         assert_eq!(read_uint(&[0x01, 0x00]), Err(CborError::TrailingBytes));
@@ -307,7 +312,18 @@ mod tests {
 
     #[test]
     fn head_round_trips() {
-        for v in [0u64, 23, 24, 255, 256, 65535, 65536, u32::MAX.into(), u64::from(u32::MAX) + 1, u64::MAX] {
+        for v in [
+            0u64,
+            23,
+            24,
+            255,
+            256,
+            65535,
+            65536,
+            u32::MAX.into(),
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ] {
             let mut buf = [0u8; 9];
             let n = encode_head(MAJOR_UINT, v, &mut buf);
             assert_eq!(read_uint(&buf[..n]), Ok(v));
@@ -319,11 +335,19 @@ mod tests {
         assert_eq!(Reader::new(&[0x5f]).bytes(), Err(CborError::IndefiniteLength));
         assert_eq!(Reader::new(&[0xf9, 0, 0]).any(0), Err(CborError::Unsupported));
         // {1: 0, 0: 0}
-        assert_eq!(Reader::new(&[0xa2, 0x01, 0x00, 0x00, 0x00]).any(0), Err(CborError::KeyOrder));
+        assert_eq!(
+            Reader::new(&[0xa2, 0x01, 0x00, 0x00, 0x00]).any(0),
+            Err(CborError::KeyOrder)
+        );
         // {0: 0, 0: 0}
-        assert_eq!(Reader::new(&[0xa2, 0x00, 0x00, 0x00, 0x00]).any(0), Err(CborError::KeyOrder));
+        assert_eq!(
+            Reader::new(&[0xa2, 0x00, 0x00, 0x00, 0x00]).any(0),
+            Err(CborError::KeyOrder)
+        );
         // {"b": 0, "aa": 0}: shorter encodings sort first, so this is canonical.
-        assert!(Reader::new(&[0xa2, 0x61, b'b', 0x00, 0x62, b'a', b'a', 0x00]).any(0).is_ok());
+        assert!(Reader::new(&[0xa2, 0x61, b'b', 0x00, 0x62, b'a', b'a', 0x00])
+            .any(0)
+            .is_ok());
         assert_eq!(Reader::new(&[0x62, 0xff, 0xfe]).text(), Err(CborError::InvalidUtf8));
     }
 

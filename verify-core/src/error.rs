@@ -171,10 +171,9 @@ impl From<CborError> for ErrorCode {
             | CborError::InvalidUtf8
             | CborError::TooDeep
             | CborError::OutOfRange => ErrorCode::CborMalformed,
-            CborError::NotShortest
-            | CborError::IndefiniteLength
-            | CborError::Unsupported
-            | CborError::KeyOrder => ErrorCode::CborNonCanonical,
+            CborError::NotShortest | CborError::IndefiniteLength | CborError::Unsupported | CborError::KeyOrder => {
+                ErrorCode::CborNonCanonical
+            }
             CborError::TrailingBytes => ErrorCode::CborTrailingBytes,
             CborError::UnexpectedType | CborError::WrongLength => ErrorCode::SchemaInvalidValue,
         }
@@ -209,7 +208,15 @@ pub struct VerifyError {
 
 impl VerifyError {
     pub(crate) fn new(code: ErrorCode, index: u64, hash: Option<Hash>, detail: &'static str) -> Self {
-        VerifyError { code, index, hash, related: None, expected: None, actual: None, detail }
+        VerifyError {
+            code,
+            index,
+            hash,
+            related: None,
+            expected: None,
+            actual: None,
+            detail,
+        }
     }
 
     pub(crate) fn related(mut self, h: Hash) -> Self {
@@ -252,8 +259,7 @@ impl fmt::Display for VerifyError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for VerifyError {}
+impl core::error::Error for VerifyError {}
 
 #[cfg(test)]
 mod tests {

@@ -27,7 +27,19 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::panic))]
+// A VerifyError is built once per verification, never on the hot path, and boxing it
+// would need an allocator.
+#![allow(clippy::result_large_err)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::panic
+    )
+)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
@@ -50,15 +62,17 @@ pub type Hash = [u8; 32];
 
 pub use ed25519::{verify_signature, KeyError, PublicKey};
 pub use error::{ErrorCode, VerifyError};
-pub use merkle::{MAX_HEIGHT as MERKLE_MAX_HEIGHT, empty_root, leaf_hash, node_hash, verify_inclusion, MerkleAccumulator};
+pub use merkle::{
+    empty_root, leaf_hash, node_hash, verify_inclusion, MerkleAccumulator, MAX_HEIGHT as MERKLE_MAX_HEIGHT,
+};
 pub use record::{
     commitment, sha256, Body, CallKind, EffectStatus, Escalation, Kind, Meters, Parents, Record, SignatureList,
-    TextList, TrustAction, Verdict, COSE_ALG_EDDSA, COSE_SIGN1_TAG, FORMAT_VERSION, MAX_DETAIL_LEN, MAX_METERS, MAX_NAME_LEN, MAX_PARENTS, MAX_RECORD_SIZE,
-    MAX_SIGNERS,
+    TextList, TrustAction, Verdict, COSE_ALG_EDDSA, COSE_SIGN1_TAG, FORMAT_VERSION, MAX_DETAIL_LEN, MAX_METERS,
+    MAX_NAME_LEN, MAX_PARENTS, MAX_RECORD_SIZE, MAX_SIGNERS,
 };
 pub use registry::{
-    reason_allowed, role_name_valid, ReasonUse, MAX_ROLES, MAX_ROLE_LEN, ATTESTATION_TYPES, REASON_CODES, ROLE_APPROVER, ROLE_KERNEL,
-    ROLE_POLICY_AUTHOR, ROLE_WITNESS,
+    reason_allowed, role_name_valid, ReasonUse, ATTESTATION_TYPES, MAX_ROLES, MAX_ROLE_LEN, REASON_CODES,
+    ROLE_APPROVER, ROLE_KERNEL, ROLE_POLICY_AUTHOR, ROLE_WITNESS,
 };
 #[cfg(feature = "alloc")]
 pub use tables::OwnedTables;

@@ -50,7 +50,11 @@ impl Default for MerkleAccumulator {
 impl MerkleAccumulator {
     /// An empty tree.
     pub const fn new() -> Self {
-        MerkleAccumulator { stack: [[0; 32]; MAX_HEIGHT], len: 0, count: 0 }
+        MerkleAccumulator {
+            stack: [[0; 32]; MAX_HEIGHT],
+            len: 0,
+            count: 0,
+        }
     }
 
     /// Number of leaves appended.
@@ -68,13 +72,19 @@ impl MerkleAccumulator {
         // Merge equal-sized subtrees: one per trailing one bit of the old count.
         let mut c = self.count;
         while c & 1 == 1 {
-            let Some(top) = self.len.checked_sub(1) else { return false };
-            let Some(left) = self.stack.get(top) else { return false };
+            let Some(top) = self.len.checked_sub(1) else {
+                return false;
+            };
+            let Some(left) = self.stack.get(top) else {
+                return false;
+            };
             node = node_hash(left, &node);
             self.len = top;
             c >>= 1;
         }
-        let Some(slot) = self.stack.get_mut(self.len) else { return false };
+        let Some(slot) = self.stack.get_mut(self.len) else {
+            return false;
+        };
         *slot = node;
         self.len = self.len.saturating_add(1);
         self.count = self.count.saturating_add(1);
@@ -84,7 +94,9 @@ impl MerkleAccumulator {
     /// The Merkle Tree Hash of all leaves so far.
     pub fn root(&self) -> Hash {
         let mut subtrees = self.stack.iter().take(self.len).rev();
-        let Some(last) = subtrees.next() else { return empty_root() };
+        let Some(last) = subtrees.next() else {
+            return empty_root();
+        };
         let mut acc = *last;
         for left in subtrees {
             acc = node_hash(left, &acc);
@@ -106,7 +118,9 @@ pub fn verify_inclusion<'p>(
         return false;
     }
     let mut fnode = index;
-    let mut snode = size - 1;
+    let Some(mut snode) = size.checked_sub(1) else {
+        return false;
+    };
     let mut r = *leaf;
     for p in proof {
         if snode == 0 {
@@ -185,7 +199,10 @@ mod tests {
             for m in 0..n {
                 let proof = path(m, &leaves[..n]);
                 let leaf = leaf_hash(&leaves[m]);
-                assert!(verify_inclusion(m as u64, n as u64, &leaf, &proof, &root), "m={m} n={n}");
+                assert!(
+                    verify_inclusion(m as u64, n as u64, &leaf, &proof, &root),
+                    "m={m} n={n}"
+                );
                 let wrong = leaf_hash(b"x");
                 assert!(!verify_inclusion(m as u64, n as u64, &wrong, &proof, &root));
                 if let Some(first) = proof.first() {

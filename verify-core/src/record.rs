@@ -200,7 +200,10 @@ fn read_signature_list<'a>(r: &mut Reader<'a>) -> Result<SignatureList<'a>, Erro
         }
         previous = Some(key);
     }
-    Ok(SignatureList { raw: r.since(start), count })
+    Ok(SignatureList {
+        raw: r.since(start),
+        count,
+    })
 }
 
 /// A list of text items (roles), already validated.
@@ -287,9 +290,20 @@ impl<'a> Parents<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)] // Fields are documented in spec/record-format.md.
 pub enum Body<'a> {
-    Intent { tool: &'a str, call_kind: CallKind, args: Hash },
-    Decision { verdict: Verdict, reason: &'a str, policy: Hash, escalation: Option<Escalation<'a>> },
-    Approval { approvals: SignatureList<'a> },
+    Intent {
+        tool: &'a str,
+        call_kind: CallKind,
+        args: Hash,
+    },
+    Decision {
+        verdict: Verdict,
+        reason: &'a str,
+        policy: Hash,
+        escalation: Option<Escalation<'a>>,
+    },
+    Approval {
+        approvals: SignatureList<'a>,
+    },
     Effect {
         status: EffectStatus,
         tool: &'a str,
@@ -299,11 +313,32 @@ pub enum Body<'a> {
         executor: &'a str,
         meters: Option<Meters<'a>>,
     },
-    Violation { code: &'a str, subject: Option<Hash>, detail: Option<&'a str> },
-    TrustEvent { action: TrustAction, key: [u8; 32], roles: Option<TextList<'a>>, new_key: Option<[u8; 32]>, cutoff: Option<Hash> },
-    Policy { bundle: Hash, name: Option<&'a str> },
-    Attestation { subtype: &'a str, subject: Hash, claims: Option<&'a [u8]> },
-    Checkpoint { count: u64, root: Hash, cosignatures: Option<SignatureList<'a>> },
+    Violation {
+        code: &'a str,
+        subject: Option<Hash>,
+        detail: Option<&'a str>,
+    },
+    TrustEvent {
+        action: TrustAction,
+        key: [u8; 32],
+        roles: Option<TextList<'a>>,
+        new_key: Option<[u8; 32]>,
+        cutoff: Option<Hash>,
+    },
+    Policy {
+        bundle: Hash,
+        name: Option<&'a str>,
+    },
+    Attestation {
+        subtype: &'a str,
+        subject: Hash,
+        claims: Option<&'a [u8]>,
+    },
+    Checkpoint {
+        count: u64,
+        root: Hash,
+        cosignatures: Option<SignatureList<'a>>,
+    },
 }
 
 impl Body<'_> {
@@ -459,7 +494,10 @@ fn decode_payload(payload: &[u8], hash: Hash) -> Result<Record<'_>, ErrorCode> {
             }
             previous = Some(h);
         }
-        Parents { raw: pr.since(start), count }
+        Parents {
+            raw: pr.since(start),
+            count,
+        }
     };
     let lamport = req(&mut f, 3)?.uint()?;
     let time = req(&mut f, 4)?.uint()?;
@@ -509,7 +547,9 @@ fn body_fields<'a, const N: usize>(r: &mut Reader<'a>) -> Result<[Option<Reader<
     let mut out: [Option<Reader<'a>>; N] = core::array::from_fn(|_| None);
     for _ in 0..n {
         let k = r.key(&mut prev)?;
-        let slot = out.get_mut(usize::try_from(k).unwrap_or(usize::MAX)).ok_or(ErrorCode::SchemaUnknownField)?;
+        let slot = out
+            .get_mut(usize::try_from(k).unwrap_or(usize::MAX))
+            .ok_or(ErrorCode::SchemaUnknownField)?;
         *slot = Some(r.clone());
         r.any(0)?;
     }
@@ -517,7 +557,9 @@ fn body_fields<'a, const N: usize>(r: &mut Reader<'a>) -> Result<[Option<Reader<
 }
 
 fn req<'a, 'b>(f: &'b mut [Option<Reader<'a>>], i: usize) -> Result<&'b mut Reader<'a>, ErrorCode> {
-    f.get_mut(i).and_then(Option::as_mut).ok_or(ErrorCode::SchemaMissingField)
+    f.get_mut(i)
+        .and_then(Option::as_mut)
+        .ok_or(ErrorCode::SchemaMissingField)
 }
 
 fn opt<'a, 'b>(f: &'b mut [Option<Reader<'a>>], i: usize) -> Option<&'b mut Reader<'a>> {
@@ -567,11 +609,18 @@ fn decode_body<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Body<'a>, ErrorCode
                 (_, Some(_)) => return Err(ErrorCode::SchemaUnknownField),
                 (_, None) => None,
             };
-            Body::Decision { verdict, reason, policy, escalation }
+            Body::Decision {
+                verdict,
+                reason,
+                policy,
+                escalation,
+            }
         }
         Kind::Approval => {
             let mut f = body_fields::<1>(r)?;
-            Body::Approval { approvals: read_signature_list(req(&mut f, 0)?)? }
+            Body::Approval {
+                approvals: read_signature_list(req(&mut f, 0)?)?,
+            }
         }
         Kind::Effect => {
             let mut f = body_fields::<7>(r)?;
@@ -599,7 +648,10 @@ fn decode_body<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Body<'a>, ErrorCode
                         order.next(mr.since(kstart))?;
                         mr.uint()?;
                     }
-                    Some(Meters { raw: mr.since(start), count })
+                    Some(Meters {
+                        raw: mr.since(start),
+                        count,
+                    })
                 }
             };
             Body::Effect {
@@ -646,7 +698,13 @@ fn decode_body<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Body<'a>, ErrorCode
             if !shape_ok {
                 return Err(ErrorCode::SchemaInvalidValue);
             }
-            Body::TrustEvent { action, key, roles, new_key, cutoff }
+            Body::TrustEvent {
+                action,
+                key,
+                roles,
+                new_key,
+                cutoff,
+            }
         }
         Kind::Policy => {
             let mut f = body_fields::<2>(r)?;
@@ -671,7 +729,11 @@ fn decode_body<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Body<'a>, ErrorCode
                     Some(cr.any(0)?)
                 }
             };
-            Body::Attestation { subtype, subject, claims }
+            Body::Attestation {
+                subtype,
+                subject,
+                claims,
+            }
         }
         Kind::Checkpoint => {
             let mut f = body_fields::<3>(r)?;
@@ -700,7 +762,10 @@ fn read_roles<'a>(r: &mut Reader<'a>) -> Result<TextList<'a>, ErrorCode> {
         // Canonical order of the encodings, each role once.
         order.next(r.since(s)).map_err(|_| ErrorCode::SchemaInvalidValue)?;
     }
-    Ok(TextList { raw: r.since(start), count })
+    Ok(TextList {
+        raw: r.since(start),
+        count,
+    })
 }
 
 fn decode_escalation<'a>(r: &mut Reader<'a>) -> Result<Escalation<'a>, ErrorCode> {
@@ -715,6 +780,10 @@ fn decode_escalation<'a>(r: &mut Reader<'a>) -> Result<Escalation<'a>, ErrorCode
     if quorum == 0 || quorum > MAX_SIGNERS as u64 || expires < not_before {
         return Err(ErrorCode::SchemaInvalidValue);
     }
-    Ok(Escalation { role, quorum, not_before, expires })
+    Ok(Escalation {
+        role,
+        quorum,
+        not_before,
+        expires,
+    })
 }
-

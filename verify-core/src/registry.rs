@@ -75,5 +75,7 @@ pub const MAX_ROLES: usize = 4;
 pub fn role_name_valid(role: &str) -> bool {
     !role.is_empty()
         && role.len() <= MAX_ROLE_LEN
-        && role.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
 }

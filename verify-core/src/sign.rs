@@ -23,7 +23,9 @@ pub struct Signer {
 impl Signer {
     /// The key derived from a 32-byte seed (RFC 8032 secret key).
     pub fn from_seed(seed: &[u8; 32]) -> Signer {
-        Signer { key: SigningKey::from_bytes(seed) }
+        Signer {
+            key: SigningKey::from_bytes(seed),
+        }
     }
 
     /// The raw public key, which is also the `kid` of records it signs.
@@ -63,7 +65,7 @@ impl CborWriter {
         if v >= 0 {
             self.head(MAJOR_UINT, v.unsigned_abs())
         } else {
-            self.head(MAJOR_NINT, (-1 - v).unsigned_abs())
+            self.head(MAJOR_NINT, v.unsigned_abs().saturating_sub(1))
         }
     }
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
@@ -98,7 +100,7 @@ impl CborWriter {
 /// Encodes a list of (key, signature) entries, sorted by key as the format requires.
 fn key_sig_list(w: &mut CborWriter, entries: &[([u8; 32], [u8; 64])]) {
     let mut sorted: Vec<&([u8; 32], [u8; 64])> = entries.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted.sort_by_key(|e| e.0);
     w.array(sorted.len());
     for (k, s) in sorted {
         w.map(2).uint(0).bytes(k).uint(1).bytes(s);
@@ -112,7 +114,13 @@ pub mod body {
     /// INTENT: tool, call kind, argument commitment.
     pub fn intent(tool: &str, call_kind: CallKind, args: &Hash) -> Vec<u8> {
         let mut w = CborWriter::new();
-        w.map(3).uint(0).text(tool).uint(1).uint(call_kind as u64).uint(2).bytes(args);
+        w.map(3)
+            .uint(0)
+            .text(tool)
+            .uint(1)
+            .uint(call_kind as u64)
+            .uint(2)
+            .bytes(args);
         w.into_bytes()
     }
 
@@ -120,9 +128,23 @@ pub mod body {
     pub fn decision(verdict: Verdict, reason: &str, policy: &Hash, escalation: Option<&Escalation<'_>>) -> Vec<u8> {
         let mut w = CborWriter::new();
         w.map(if escalation.is_some() { 4 } else { 3 });
-        w.uint(0).uint(verdict as u64).uint(1).text(reason).uint(2).bytes(policy);
+        w.uint(0)
+            .uint(verdict as u64)
+            .uint(1)
+            .text(reason)
+            .uint(2)
+            .bytes(policy);
         if let Some(e) = escalation {
-            w.uint(3).map(4).uint(0).text(e.role).uint(1).uint(e.quorum).uint(2).uint(e.not_before).uint(3).uint(e.expires);
+            w.uint(3)
+                .map(4)
+                .uint(0)
+                .text(e.role)
+                .uint(1)
+                .uint(e.quorum)
+                .uint(2)
+                .uint(e.not_before)
+                .uint(3)
+                .uint(e.expires);
         }
         w.into_bytes()
     }
@@ -153,8 +175,18 @@ pub mod body {
     pub fn effect(e: &Effect<'_>) -> Vec<u8> {
         let mut w = CborWriter::new();
         w.map(if e.meters.is_empty() { 6 } else { 7 });
-        w.uint(0).uint(e.status as u64).uint(1).text(e.tool).uint(2).uint(e.call_kind as u64);
-        w.uint(3).bytes(&e.args).uint(4).bytes(&e.output).uint(5).text(e.executor);
+        w.uint(0)
+            .uint(e.status as u64)
+            .uint(1)
+            .text(e.tool)
+            .uint(2)
+            .uint(e.call_kind as u64);
+        w.uint(3)
+            .bytes(&e.args)
+            .uint(4)
+            .bytes(&e.output)
+            .uint(5)
+            .text(e.executor);
         if !e.meters.is_empty() {
             let mut m: Vec<&(&str, u64)> = e.meters.iter().collect();
             // Canonical order of text keys: shorter first, then bytewise.
@@ -170,7 +202,12 @@ pub mod body {
     /// VIOLATION: reason code, optional subject hash, optional detail.
     pub fn violation(code: &str, subject: Option<&Hash>, detail: Option<&str>) -> Vec<u8> {
         let mut w = CborWriter::new();
-        w.map(1 + usize::from(subject.is_some()) + usize::from(detail.is_some()));
+        w.map(
+            [true, subject.is_some(), detail.is_some()]
+                .iter()
+                .filter(|present| **present)
+                .count(),
+        );
         w.uint(0).text(code);
         if let Some(s) = subject {
             w.uint(1).bytes(s);
@@ -190,7 +227,12 @@ pub mod body {
         cutoff: Option<&Hash>,
     ) -> Vec<u8> {
         let mut w = CborWriter::new();
-        w.map(2 + usize::from(roles.is_some()) + usize::from(new_key.is_some()) + usize::from(cutoff.is_some()));
+        w.map(
+            [true, true, roles.is_some(), new_key.is_some(), cutoff.is_some()]
+                .iter()
+                .filter(|present| **present)
+                .count(),
+        );
         w.uint(0).uint(action as u64).uint(1).bytes(key);
         if let Some(r) = roles {
             let mut r: Vec<&str> = r.to_vec();
@@ -222,7 +264,11 @@ pub mod body {
     /// ATTESTATION: registered subtype, subject hash, optional claims (an encoded map).
     pub fn attestation(subtype: &str, subject: &Hash, claims: Option<&[u8]>) -> Vec<u8> {
         let mut w = CborWriter::new();
-        w.map(if claims.is_some() { 3 } else { 2 }).uint(0).text(subtype).uint(1).bytes(subject);
+        w.map(if claims.is_some() { 3 } else { 2 })
+            .uint(0)
+            .text(subtype)
+            .uint(1)
+            .bytes(subject);
         if let Some(c) = claims {
             w.uint(2).raw(c);
         }
@@ -232,7 +278,11 @@ pub mod body {
     /// CHECKPOINT: count, root, optional witness cosignatures.
     pub fn checkpoint(count: u64, root: &Hash, cosignatures: &[([u8; 32], [u8; 64])]) -> Vec<u8> {
         let mut w = CborWriter::new();
-        w.map(if cosignatures.is_empty() { 2 } else { 3 }).uint(0).uint(count).uint(1).bytes(root);
+        w.map(if cosignatures.is_empty() { 2 } else { 3 })
+            .uint(0)
+            .uint(count)
+            .uint(1)
+            .bytes(root);
         if !cosignatures.is_empty() {
             w.uint(2);
             key_sig_list(&mut w, cosignatures);
@@ -287,12 +337,27 @@ impl RecordBuilder {
         parents.dedup();
         let mut w = CborWriter::new();
         w.map(if self.ext.is_some() { 10 } else { 9 });
-        w.uint(0).uint(FORMAT_VERSION).uint(1).uint(self.kind as u64).uint(2).array(parents.len());
+        w.uint(0)
+            .uint(FORMAT_VERSION)
+            .uint(1)
+            .uint(self.kind as u64)
+            .uint(2)
+            .array(parents.len());
         for p in &parents {
             w.bytes(p);
         }
-        w.uint(3).uint(self.lamport).uint(4).uint(self.time).uint(5).text(&self.principal);
-        w.uint(6).text(&self.session).uint(7).uint(self.seq).uint(8).raw(&self.body);
+        w.uint(3)
+            .uint(self.lamport)
+            .uint(4)
+            .uint(self.time)
+            .uint(5)
+            .text(&self.principal);
+        w.uint(6)
+            .text(&self.session)
+            .uint(7)
+            .uint(self.seq)
+            .uint(8)
+            .raw(&self.body);
         if let Some(e) = &self.ext {
             w.uint(9).raw(e);
         }
@@ -324,6 +389,11 @@ pub fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
 pub fn sign_payload(signer: &Signer, protected: &[u8], payload: &[u8]) -> Vec<u8> {
     let sig = signer.sign(&sig_structure(protected, payload));
     let mut w = CborWriter::new();
-    w.tag(COSE_SIGN1_TAG).array(4).bytes(protected).map(0).bytes(payload).bytes(&sig);
+    w.tag(COSE_SIGN1_TAG)
+        .array(4)
+        .bytes(protected)
+        .map(0)
+        .bytes(payload)
+        .bytes(&sig);
     w.into_bytes()
 }

@@ -134,7 +134,13 @@ pub struct Capacity {
 impl Capacity {
     /// Room for `records` records of any mix (every table as large as it could need).
     pub fn for_records(records: usize) -> Capacity {
-        Capacity { records, intents: records, escalations: records, keys: 256, streams: records }
+        Capacity {
+            records,
+            intents: records,
+            escalations: records,
+            keys: 256,
+            streams: records,
+        }
     }
 }
 
@@ -142,8 +148,8 @@ impl Capacity {
 impl OwnedTables {
     /// Allocates tables of the given capacities.
     pub fn new(c: Capacity) -> OwnedTables {
-        let index_len = c.records.saturating_mul(8) / 7 + 1;
-        let streams_len = c.streams.saturating_mul(8) / 7 + 1;
+        let index_len = (c.records.saturating_mul(8) / 7).saturating_add(1);
+        let streams_len = (c.streams.saturating_mul(8) / 7).saturating_add(1);
         OwnedTables {
             records: alloc::vec![RecordSlot::default(); c.records],
             index: alloc::vec![0; index_len],
@@ -174,5 +180,5 @@ pub(crate) fn bucket(hash: &Hash, len: usize) -> usize {
     b.copy_from_slice(&hash[..8]);
     let h = u64::from_le_bytes(b);
     // len > 0 is checked by callers; `%` by a non-zero usize cannot panic.
-    (h % (len.max(1) as u64)) as usize
+    h.checked_rem(len as u64).unwrap_or(0) as usize
 }

@@ -35,18 +35,23 @@ pub fn approval_challenge(escalate: &Hash) -> [u8; 52] {
 /// The bytes a witness signs: CBOR `["HELM-CHECKPOINT-v1", count, root]`.
 /// Returns the buffer and the number of bytes used.
 pub fn checkpoint_challenge(count: u64, root: &Hash) -> ([u8; 64], usize) {
-    let mut out = [0u8; 64];
-    out[0] = 0x83;
-    out[1] = 0x72; // text, 18 bytes
-    out[2..20].copy_from_slice(CHECKPOINT_CONTEXT.as_bytes());
     let mut head = [0u8; 9];
     let n = encode_head(0, count, &mut head);
-    out[20..20 + n].copy_from_slice(&head[..n]);
-    let at = 20 + n;
-    out[at] = 0x58;
-    out[at + 1] = 0x20;
-    out[at + 2..at + 34].copy_from_slice(root);
-    (out, at + 34)
+    // array(3), text(18) "HELM-CHECKPOINT-v1", uint count, bytes(32) root: at most 63 bytes.
+    let parts: [&[u8]; 5] = [
+        &[0x83, 0x72],
+        CHECKPOINT_CONTEXT.as_bytes(),
+        head.get(..n).unwrap_or(&[]),
+        &[0x58, 0x20],
+        root,
+    ];
+    let mut out = [0u8; 64];
+    let mut len = 0usize;
+    for (slot, byte) in out.iter_mut().zip(parts.iter().flat_map(|p| p.iter())) {
+        *slot = *byte;
+        len = len.saturating_add(1);
+    }
+    (out, len)
 }
 
 /// Why a verifier could not be set up.
@@ -133,7 +138,11 @@ impl<'t> Verifier<'t> {
         t.keys.iter_mut().for_each(|k| *k = KeySlot::default());
         for (i, (a, slot)) in anchors.iter().zip(t.keys.iter_mut()).enumerate() {
             let key = PublicKey::admit(a).map_err(|_| SetupError::AnchorInvalid(i))?;
-            *slot = KeySlot { key: Some(key), anchor: true, ..KeySlot::default() };
+            *slot = KeySlot {
+                key: Some(key),
+                anchor: true,
+                ..KeySlot::default()
+            };
         }
         Ok(Verifier {
             t,
@@ -179,7 +188,14 @@ impl<'t> Verifier<'t> {
         }
         let index = self.count;
         let result = Record::decode(bytes)
-            .map_err(|code| VerifyError::new(code, index, Some(crate::record::sha256(bytes)), "record does not decode"))
+            .map_err(|code| {
+                VerifyError::new(
+                    code,
+                    index,
+                    Some(crate::record::sha256(bytes)),
+                    "record does not decode",
+                )
+            })
             .and_then(|rec| self.check_and_apply(&rec).map(|()| rec));
         match result {
             Ok(rec) => Ok(rec),
@@ -216,10 +232,21 @@ impl<'t> Verifier<'t> {
     }
 
     fn find_key(&mut self, kid: &[u8; 32]) -> Option<usize> {
-        if self.t.keys.get(self.last_key).and_then(|k| k.key).is_some_and(|k| k.as_bytes() == kid) {
+        if self
+            .t
+            .keys
+            .get(self.last_key)
+            .and_then(|k| k.key)
+            .is_some_and(|k| k.as_bytes() == kid)
+        {
             return Some(self.last_key);
         }
-        let i = self.t.keys.iter().take(self.keys).position(|k| k.key.is_some_and(|k| k.as_bytes() == kid))?;
+        let i = self
+            .t
+            .keys
+            .iter()
+            .take(self.keys)
+            .position(|k| k.key.is_some_and(|k| k.as_bytes() == kid))?;
         self.last_key = i;
         Some(i)
     }
@@ -236,7 +263,7 @@ impl<'t> Verifier<'t> {
             if self.t.records.get(pos as usize).is_some_and(|r| r.hash == *hash) {
                 return Some(pos);
             }
-            b = if b + 1 == len { 0 } else { b + 1 };
+            b = next_bucket(b, len);
         }
         None
     }
@@ -251,10 +278,14 @@ impl<'t> Verifier<'t> {
 
     fn check_and_apply(&mut self, rec: &Record<'_>) -> Result<(), VerifyError> {
         let index = self.count;
-        let pos = u32::try_from(index).ok().filter(|p| (*p as usize) < self.t.records.len());
-        let Some(pos) = pos else { return Err(self.capacity(rec, "record table is full")) };
+        let pos = u32::try_from(index)
+            .ok()
+            .filter(|p| (*p as usize) < self.t.records.len());
+        let Some(pos) = pos else {
+            return Err(self.capacity(rec, "record table is full"));
+        };
         // The index keeps at least one eighth free so that probes stay short and end.
-        if (index as usize + 1).saturating_mul(8) > self.t.index.len().saturating_mul(7) {
+        if (index as usize).saturating_add(1).saturating_mul(8) > self.t.index.len().saturating_mul(7) {
             return Err(self.capacity(rec, "record index is full"));
         }
 
@@ -263,18 +294,33 @@ impl<'t> Verifier<'t> {
             return Err(self.err(rec, (ErrorCode::KeyUnknown, "signing key is not in the trust registry")));
         };
         let key = self.t.keys.get(ki).copied().unwrap_or_default();
-        let pk = key.key.ok_or_else(|| self.err(rec, (ErrorCode::KeyUnknown, "signing key slot is empty")))?;
+        let pk = key
+            .key
+            .ok_or_else(|| self.err(rec, (ErrorCode::KeyUnknown, "signing key slot is empty")))?;
         if !verify_record_signature(&pk, rec) {
             return Err(self.err(rec, (ErrorCode::SignatureInvalid, "Ed25519 signature does not verify")));
         }
         if key.revoked {
-            return Err(self.err(rec, (ErrorCode::KeyRevoked, "record signed by a key after its cut-off checkpoint")));
+            return Err(self.err(
+                rec,
+                (
+                    ErrorCode::KeyRevoked,
+                    "record signed by a key after its cut-off checkpoint",
+                ),
+            ));
         }
-        let role_ok = if rec.kind == Kind::TrustEvent { key.anchor } else { !key.anchor && key.has_role(ROLE_KERNEL) };
+        let role_ok = if rec.kind == Kind::TrustEvent {
+            key.anchor
+        } else {
+            !key.anchor && key.has_role(ROLE_KERNEL)
+        };
         if !role_ok {
             return Err(self.err(
                 rec,
-                (ErrorCode::RoleNotPermitted, "TRUST_EVENTs need a trust anchor; other records need the kernel role"),
+                (
+                    ErrorCode::RoleNotPermitted,
+                    "TRUST_EVENTs need a trust anchor; other records need the kernel role",
+                ),
             ));
         }
 
@@ -285,35 +331,65 @@ impl<'t> Verifier<'t> {
         for parent in rec.parents.iter() {
             let Some(p) = self.lookup(&parent).and_then(|p| self.slot(p)) else {
                 return Err(self
-                    .err(rec, (ErrorCode::ParentMissing, "parent does not appear earlier in the stream"))
+                    .err(
+                        rec,
+                        (ErrorCode::ParentMissing, "parent does not appear earlier in the stream"),
+                    )
                     .related(parent));
             };
             if rec.lamport <= p.lamport {
                 return Err(self
-                    .err(rec, (ErrorCode::LamportNotIncreasing, "Lamport clock not greater than a parent's"))
+                    .err(
+                        rec,
+                        (
+                            ErrorCode::LamportNotIncreasing,
+                            "Lamport clock not greater than a parent's",
+                        ),
+                    )
                     .related(parent)
                     .numbers(p.lamport.saturating_add(1), rec.lamport));
             }
         }
         if key.last_signed != 0 && rec.time < key.last_time {
             return Err(self
-                .err(rec, (ErrorCode::TimeRegression, "kernel time went backwards for this signer"))
+                .err(
+                    rec,
+                    (ErrorCode::TimeRegression, "kernel time went backwards for this signer"),
+                )
                 .numbers(key.last_time, rec.time));
         }
 
         // Rule 4: per (signer, session) sequence numbers go up by exactly one.
-        let stream_id = h32(&[&rec.kid, &(rec.session.len() as u32).to_be_bytes(), rec.session.as_bytes()]);
-        let si = self.stream_slot(&stream_id).ok_or_else(|| self.capacity(rec, "stream table is full"))?;
+        let stream_id = h32(&[
+            &rec.kid,
+            &(rec.session.len() as u32).to_be_bytes(),
+            rec.session.as_bytes(),
+        ]);
+        let si = self
+            .stream_slot(&stream_id)
+            .ok_or_else(|| self.capacity(rec, "stream table is full"))?;
         let stream = self.t.streams.get(si).copied().unwrap_or_default();
         let expected = if stream.used { stream.next_seq } else { 0 };
         if rec.seq > expected {
             return Err(self
-                .err(rec, (ErrorCode::SequenceGap, "sequence number skips ahead: a record was dropped"))
+                .err(
+                    rec,
+                    (
+                        ErrorCode::SequenceGap,
+                        "sequence number skips ahead: a record was dropped",
+                    ),
+                )
                 .numbers(expected, rec.seq));
         }
         if rec.seq < expected {
             let mut e = self
-                .err(rec, (ErrorCode::SequenceEquivocation, "sequence number already used by this signer and session"))
+                .err(
+                    rec,
+                    (
+                        ErrorCode::SequenceEquivocation,
+                        "sequence number already used by this signer and session",
+                    ),
+                )
                 .numbers(expected, rec.seq);
             if rec.seq.checked_add(1) == Some(expected) {
                 if let Some(twin) = self.slot(stream.last) {
@@ -328,40 +404,51 @@ impl<'t> Verifier<'t> {
 
         // Everything holds: remember the record.
         if let Some(s) = self.t.records.get_mut(pos as usize) {
-            *s = RecordSlot { hash: rec.hash, lamport: rec.lamport, link, kind: rec.kind as u8, flags };
+            *s = RecordSlot {
+                hash: rec.hash,
+                lamport: rec.lamport,
+                link,
+                kind: rec.kind as u8,
+                flags,
+            };
         }
         let len = self.t.index.len();
         let mut b = bucket(&rec.hash, len);
         loop {
             match self.t.index.get_mut(b) {
                 Some(e) if *e == 0 => {
-                    *e = pos + 1;
+                    *e = pos.saturating_add(1);
                     break;
                 }
-                Some(_) => b = if b + 1 == len { 0 } else { b + 1 },
+                Some(_) => b = next_bucket(b, len),
                 None => return Err(self.capacity(rec, "record index is full")),
             }
         }
         if !stream.used {
-            self.streams_used += 1;
+            self.streams_used = self.streams_used.saturating_add(1);
         }
         if let Some(s) = self.t.streams.get_mut(si) {
-            *s = StreamSlot { id: stream_id, used: true, next_seq: rec.seq.saturating_add(1), last: pos };
+            *s = StreamSlot {
+                id: stream_id,
+                used: true,
+                next_seq: rec.seq.saturating_add(1),
+                last: pos,
+            };
         }
         if let Some(k) = self.t.keys.get_mut(ki) {
-            k.last_signed = index + 1;
+            k.last_signed = index.saturating_add(1);
             k.last_time = rec.time;
         }
         if !self.merkle.push(&rec.hash) {
             return Err(self.capacity(rec, "Merkle tree is full"));
         }
         let s = &mut self.summary;
-        if let Some(c) = s.per_kind.get_mut(rec.kind as usize - 1) {
-            *c += 1;
+        if let Some(c) = s.per_kind.get_mut((rec.kind as usize).wrapping_sub(1)) {
+            *c = c.saturating_add(1);
         }
         s.time_span = (s.time_span.0.min(rec.time), s.time_span.1.max(rec.time));
         s.head = rec.hash;
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         Ok(())
     }
 
@@ -373,12 +460,12 @@ impl<'t> Verifier<'t> {
         for _ in 0..len {
             let s = self.t.streams.get(b)?;
             if !s.used {
-                return ((self.streams_used + 1).saturating_mul(8) <= len.saturating_mul(7)).then_some(b);
+                return (self.streams_used.saturating_add(1).saturating_mul(8) <= len.saturating_mul(7)).then_some(b);
             }
             if s.id == *id {
                 return Some(b);
             }
-            b = if b + 1 == len { 0 } else { b + 1 };
+            b = next_bucket(b, len);
         }
         None
     }
@@ -387,29 +474,59 @@ impl<'t> Verifier<'t> {
         match rec.body {
             Body::Intent { tool, call_kind, args } => {
                 let i = self.intents;
-                let slot = IntentSlot { digest: call_digest(tool, call_kind, &args), escalation: 0, flags: 0 };
+                let slot = IntentSlot {
+                    digest: call_digest(tool, call_kind, &args),
+                    escalation: 0,
+                    flags: 0,
+                };
                 match self.t.intents.get_mut(i as usize) {
                     Some(s) => *s = slot,
                     None => return Err(self.capacity(rec, "intent table is full")),
                 }
-                self.intents += 1;
+                self.intents = self.intents.saturating_add(1);
                 Ok((i, 0))
             }
-            Body::Decision { verdict, escalation, .. } => self.check_decision(rec, verdict, escalation),
+            Body::Decision {
+                verdict, escalation, ..
+            } => self.check_decision(rec, verdict, escalation),
             Body::Approval { approvals } => self.check_approval(rec, approvals),
-            Body::Effect { tool, call_kind, args, .. } => self.check_effect(rec, call_digest(tool, call_kind, &args)),
+            Body::Effect {
+                tool, call_kind, args, ..
+            } => self.check_effect(rec, call_digest(tool, call_kind, &args)),
             Body::Violation { .. } | Body::Policy { .. } | Body::Attestation { .. } => Ok((0, 0)),
-            Body::TrustEvent { action, key, roles, new_key, cutoff } => {
-                self.check_trust_event(rec, action, &key, roles, new_key, cutoff).map(|()| (0, 0))
-            }
-            Body::Checkpoint { count, root, cosignatures } => {
+            Body::TrustEvent {
+                action,
+                key,
+                roles,
+                new_key,
+                cutoff,
+            } => self
+                .check_trust_event(rec, action, &key, roles, new_key, cutoff)
+                .map(|()| (0, 0)),
+            Body::Checkpoint {
+                count,
+                root,
+                cosignatures,
+            } => {
                 if count != self.count {
                     return Err(self
-                        .err(rec, (ErrorCode::CheckpointCount, "count is not the number of records before it"))
+                        .err(
+                            rec,
+                            (
+                                ErrorCode::CheckpointCount,
+                                "count is not the number of records before it",
+                            ),
+                        )
                         .numbers(self.count, count));
                 }
                 if root != self.merkle.root() {
-                    return Err(self.err(rec, (ErrorCode::CheckpointRoot, "root is not the Merkle root of the records before it")));
+                    return Err(self.err(
+                        rec,
+                        (
+                            ErrorCode::CheckpointRoot,
+                            "root is not the Merkle root of the records before it",
+                        ),
+                    ));
                 }
                 if let Some(list) = cosignatures {
                     let (msg, n) = checkpoint_challenge(count, &root);
@@ -424,13 +541,16 @@ impl<'t> Verifier<'t> {
                         if !ok {
                             return Err(self.err(
                                 rec,
-                                (ErrorCode::WitnessInvalid, "cosignature by a key without an active witness role, or invalid"),
+                                (
+                                    ErrorCode::WitnessInvalid,
+                                    "cosignature by a key without an active witness role, or invalid",
+                                ),
                             ));
                         }
                     }
-                    self.summary.witnessed_checkpoints += 1;
+                    self.summary.witnessed_checkpoints = self.summary.witnessed_checkpoints.saturating_add(1);
                 }
-                self.summary.checkpoints += 1;
+                self.summary.checkpoints = self.summary.checkpoints.saturating_add(1);
                 Ok((pos, 0))
             }
         }
@@ -445,13 +565,15 @@ impl<'t> Verifier<'t> {
         escalation: Option<crate::record::Escalation<'_>>,
     ) -> Result<(u32, u8), VerifyError> {
         let mut intent: Option<u32> = None;
-        let mut intents = 0;
+        let mut intents = 0u32;
         let mut escalate: Option<u32> = None;
         for parent in rec.parents.iter() {
-            let Some(p) = self.lookup(&parent).and_then(|p| self.slot(p).copied()) else { continue };
+            let Some(p) = self.lookup(&parent).and_then(|p| self.slot(p).copied()) else {
+                continue;
+            };
             match Kind::from_u64(u64::from(p.kind)) {
                 Some(Kind::Intent) => {
-                    intents += 1;
+                    intents = intents.saturating_add(1);
                     intent = Some(p.link);
                 }
                 Some(Kind::Decision)
@@ -462,28 +584,55 @@ impl<'t> Verifier<'t> {
                 Some(Kind::Policy) => {}
                 _ => {
                     return Err(self
-                        .err(rec, (ErrorCode::ParentKindNotAllowed, "a DECISION's parents are its INTENT, the ESCALATE a DENY resolves, and POLICY records"))
+                        .err(
+                            rec,
+                            (
+                                ErrorCode::ParentKindNotAllowed,
+                                "a DECISION's parents are its INTENT, the ESCALATE a DENY resolves, and POLICY records",
+                            ),
+                        )
                         .related(parent))
                 }
             }
         }
         let (Some(ii), 1) = (intent, intents) else {
-            return Err(self.err(rec, (ErrorCode::DecisionIntentParent, "a DECISION needs exactly one INTENT parent")));
+            return Err(self.err(
+                rec,
+                (
+                    ErrorCode::DecisionIntentParent,
+                    "a DECISION needs exactly one INTENT parent",
+                ),
+            ));
         };
         let islot = self.t.intents.get(ii as usize).copied().unwrap_or_default();
         if let Some(ei) = escalate {
             // A DENY resolving an ESCALATE: the same intent, still open.
             if ei != ii {
-                return Err(self.err(rec, (ErrorCode::EscalationAlreadyResolved, "the ESCALATE parent belongs to another INTENT")));
+                return Err(self.err(
+                    rec,
+                    (
+                        ErrorCode::EscalationAlreadyResolved,
+                        "the ESCALATE parent belongs to another INTENT",
+                    ),
+                ));
             }
             let open = islot.flags & INTENT_ESCALATED != 0 && islot.flags & (INTENT_APPROVED | INTENT_FINAL) == 0;
             if !open {
-                return Err(self.err(rec, (ErrorCode::EscalationAlreadyResolved, "the ESCALATE was already approved or denied")));
+                return Err(self.err(
+                    rec,
+                    (
+                        ErrorCode::EscalationAlreadyResolved,
+                        "the ESCALATE was already approved or denied",
+                    ),
+                ));
             }
         } else if islot.flags & (INTENT_FINAL | INTENT_ESCALATED) != 0 {
             return Err(self.err(
                 rec,
-                (ErrorCode::IntentAlreadyDecided, "the INTENT already has a final decision or an ESCALATE (resolve it with a DENY naming it)"),
+                (
+                    ErrorCode::IntentAlreadyDecided,
+                    "the INTENT already has a final decision or an ESCALATE (resolve it with a DENY naming it)",
+                ),
             ));
         }
         let mut flags = islot.flags;
@@ -502,7 +651,9 @@ impl<'t> Verifier<'t> {
                 let ei = self.escalations;
                 let mut role = [0u8; MAX_ROLE_LEN];
                 let rb = terms.role.as_bytes();
-                role.get_mut(..rb.len()).map(|d| d.copy_from_slice(rb));
+                if let Some(d) = role.get_mut(..rb.len()) {
+                    d.copy_from_slice(rb);
+                }
                 let slot = EscalationSlot {
                     not_before: terms.not_before,
                     expires: terms.expires,
@@ -515,10 +666,10 @@ impl<'t> Verifier<'t> {
                     Some(s) => *s = slot,
                     None => return Err(self.capacity(rec, "escalation table is full")),
                 }
-                self.escalations += 1;
+                self.escalations = self.escalations.saturating_add(1);
                 flags |= INTENT_ESCALATED;
                 if let Some(s) = self.t.intents.get_mut(ii as usize) {
-                    s.escalation = ei + 1;
+                    s.escalation = ei.saturating_add(1);
                 }
             }
         }
@@ -528,43 +679,88 @@ impl<'t> Verifier<'t> {
         Ok((ii, verdict as u8))
     }
 
-    fn check_approval(&mut self, rec: &Record<'_>, approvals: crate::record::SignatureList<'_>) -> Result<(u32, u8), VerifyError> {
+    fn check_approval(
+        &mut self,
+        rec: &Record<'_>,
+        approvals: crate::record::SignatureList<'_>,
+    ) -> Result<(u32, u8), VerifyError> {
         let mut parents = rec.parents.iter();
         let (Some(parent), None) = (parents.next(), parents.next()) else {
-            return Err(self.err(rec, (ErrorCode::ApprovalInvalid, "an APPROVAL has exactly one parent, its ESCALATE")));
+            return Err(self.err(
+                rec,
+                (
+                    ErrorCode::ApprovalInvalid,
+                    "an APPROVAL has exactly one parent, its ESCALATE",
+                ),
+            ));
         };
-        let p = self.lookup(&parent).and_then(|p| self.slot(p).copied()).unwrap_or_default();
+        let p = self
+            .lookup(&parent)
+            .and_then(|p| self.slot(p).copied())
+            .unwrap_or_default();
         if p.kind != Kind::Decision as u8 || p.flags != Verdict::Escalate as u8 {
-            return Err(self.err(rec, (ErrorCode::ApprovalInvalid, "the parent is not an ESCALATE")).related(parent));
+            return Err(self
+                .err(rec, (ErrorCode::ApprovalInvalid, "the parent is not an ESCALATE"))
+                .related(parent));
         }
         let ii = p.link;
         let islot = self.t.intents.get(ii as usize).copied().unwrap_or_default();
         if islot.flags & (INTENT_APPROVED | INTENT_FINAL) != 0 {
-            return Err(self.err(rec, (ErrorCode::EscalationAlreadyResolved, "the ESCALATE was already approved or denied")));
+            return Err(self.err(
+                rec,
+                (
+                    ErrorCode::EscalationAlreadyResolved,
+                    "the ESCALATE was already approved or denied",
+                ),
+            ));
         }
-        let esc = self.t.escalations.get((islot.escalation as usize).wrapping_sub(1)).copied().unwrap_or_default();
+        let esc = self
+            .t
+            .escalations
+            .get((islot.escalation as usize).wrapping_sub(1))
+            .copied()
+            .unwrap_or_default();
         if rec.time < esc.not_before {
             return Err(self
                 .err(rec, (ErrorCode::ApprovalTimelock, "approved before the timelock ended"))
                 .numbers(esc.not_before, rec.time));
         }
         if rec.time > esc.expires {
-            return Err(self.err(rec, (ErrorCode::ApprovalExpired, "approved after the ESCALATE expired")).numbers(esc.expires, rec.time));
+            return Err(self
+                .err(rec, (ErrorCode::ApprovalExpired, "approved after the ESCALATE expired"))
+                .numbers(esc.expires, rec.time));
         }
         let role = core::str::from_utf8(esc.role.get(..usize::from(esc.role_len)).unwrap_or(&[])).unwrap_or("");
         let challenge = approval_challenge(&parent);
         for (akey, sig) in approvals.iter() {
             let k = self.find_key(&akey).and_then(|i| self.t.keys.get(i).copied());
             let Some(k) = k.filter(|k| !k.revoked && !k.anchor && k.has_role(role)) else {
-                return Err(self.err(rec, (ErrorCode::ApprovalRole, "approver key is not active or lacks the ESCALATE's role")));
+                return Err(self.err(
+                    rec,
+                    (
+                        ErrorCode::ApprovalRole,
+                        "approver key is not active or lacks the ESCALATE's role",
+                    ),
+                ));
             };
             if !k.key.is_some_and(|pk| pk.verify(&challenge, &sig)) {
-                return Err(self.err(rec, (ErrorCode::ApprovalInvalid, "an approver's signature over the challenge does not verify")));
+                return Err(self.err(
+                    rec,
+                    (
+                        ErrorCode::ApprovalInvalid,
+                        "an approver's signature over the challenge does not verify",
+                    ),
+                ));
             }
         }
         let n = approvals.len() as u64;
         if n < esc.quorum {
-            return Err(self.err(rec, (ErrorCode::ApprovalQuorum, "fewer distinct approvers than the quorum")).numbers(esc.quorum, n));
+            return Err(self
+                .err(
+                    rec,
+                    (ErrorCode::ApprovalQuorum, "fewer distinct approvers than the quorum"),
+                )
+                .numbers(esc.quorum, n));
         }
         if let Some(s) = self.t.intents.get_mut(ii as usize) {
             s.flags |= INTENT_APPROVED;
@@ -577,29 +773,39 @@ impl<'t> Verifier<'t> {
 
     fn check_effect(&mut self, rec: &Record<'_>, digest: Hash) -> Result<(u32, u8), VerifyError> {
         let (mut allow, mut escalate, mut approval) = (None::<u32>, None::<u32>, None::<u32>);
-        let (mut allows, mut escalates, mut approvals) = (0, 0, 0);
+        let (mut allows, mut escalates, mut approvals) = (0u32, 0u32, 0u32);
         for parent in rec.parents.iter() {
-            let Some(p) = self.lookup(&parent).and_then(|p| self.slot(p).copied()) else { continue };
+            let Some(p) = self.lookup(&parent).and_then(|p| self.slot(p).copied()) else {
+                continue;
+            };
             match Kind::from_u64(u64::from(p.kind)) {
                 Some(Kind::Decision) if p.flags == Verdict::Deny as u8 => {
-                    return Err(self.err(rec, (ErrorCode::EffectForDeny, "an EFFECT names a DENY as its permit")).related(parent));
+                    return Err(self
+                        .err(rec, (ErrorCode::EffectForDeny, "an EFFECT names a DENY as its permit"))
+                        .related(parent));
                 }
                 Some(Kind::Decision) if p.flags == Verdict::Allow as u8 => {
-                    allows += 1;
+                    allows = allows.saturating_add(1);
                     allow = Some(p.link);
                 }
                 Some(Kind::Decision) => {
-                    escalates += 1;
+                    escalates = escalates.saturating_add(1);
                     escalate = Some(p.link);
                 }
                 Some(Kind::Approval) => {
-                    approvals += 1;
+                    approvals = approvals.saturating_add(1);
                     approval = Some(p.link);
                 }
                 Some(Kind::Attestation) => {}
                 _ => {
                     return Err(self
-                        .err(rec, (ErrorCode::ParentKindNotAllowed, "an EFFECT's parents are its permit and ATTESTATIONs"))
+                        .err(
+                            rec,
+                            (
+                                ErrorCode::ParentKindNotAllowed,
+                                "an EFFECT's parents are its permit and ATTESTATIONs",
+                            ),
+                        )
                         .related(parent))
                 }
             }
@@ -612,7 +818,10 @@ impl<'t> Verifier<'t> {
         let Some(ii) = ii else {
             return Err(self.err(
                 rec,
-                (ErrorCode::EffectWithoutPermit, "parents are not one ALLOW, or one ESCALATE with its APPROVAL"),
+                (
+                    ErrorCode::EffectWithoutPermit,
+                    "parents are not one ALLOW, or one ESCALATE with its APPROVAL",
+                ),
             ));
         };
         let islot = self.t.intents.get(ii as usize).copied().unwrap_or_default();
@@ -620,7 +829,13 @@ impl<'t> Verifier<'t> {
             return Err(self.err(rec, (ErrorCode::PermitAlreadyUsed, "the permit already has an EFFECT")));
         }
         if islot.digest != digest {
-            return Err(self.err(rec, (ErrorCode::EffectMismatch, "tool, call kind or argument commitment differ from the permitted INTENT")));
+            return Err(self.err(
+                rec,
+                (
+                    ErrorCode::EffectMismatch,
+                    "tool, call kind or argument commitment differ from the permitted INTENT",
+                ),
+            ));
         }
         if let Some(s) = self.t.intents.get_mut(ii as usize) {
             s.flags |= INTENT_EFFECT;
@@ -638,14 +853,24 @@ impl<'t> Verifier<'t> {
         cutoff: Option<Hash>,
     ) -> Result<(), VerifyError> {
         let invalid = |s: &Self, d| Err(s.err(rec, (ErrorCode::TrustEventInvalid, d)));
-        let existing = self.t.keys.iter().take(self.keys).position(|k| k.key.is_some_and(|k| k.as_bytes() == key));
+        let existing = self
+            .t
+            .keys
+            .iter()
+            .take(self.keys)
+            .position(|k| k.key.is_some_and(|k| k.as_bytes() == key));
         let retire = match action {
             TrustAction::Publish => None,
             TrustAction::Rotate | TrustAction::Revoke => {
-                let Some(i) = existing else { return invalid(self, "rotates or revokes a key that was never published") };
+                let Some(i) = existing else {
+                    return invalid(self, "rotates or revokes a key that was never published");
+                };
                 let k = self.t.keys.get(i).copied().unwrap_or_default();
                 if k.anchor || k.revoked {
-                    return invalid(self, "trust anchors cannot be rotated or revoked by records; revoked keys stay revoked");
+                    return invalid(
+                        self,
+                        "trust anchors cannot be rotated or revoked by records; revoked keys stay revoked",
+                    );
                 }
                 // The cut-off: the last CHECKPOINT up to which the key's records stand.
                 let cut = match cutoff {
@@ -660,9 +885,18 @@ impl<'t> Verifier<'t> {
                 };
                 // `last_signed` and `cut` are 1 + stream positions (0 = none).
                 if k.last_signed > cut {
-                    let last = self.slot((k.last_signed - 1) as u32).map(|s| s.hash).unwrap_or_default();
+                    let last = self
+                        .slot(k.last_signed.saturating_sub(1) as u32)
+                        .map(|s| s.hash)
+                        .unwrap_or_default();
                     return Err(self
-                        .err(rec, (ErrorCode::RevocationCutoffViolated, "the key signed records after the cut-off checkpoint"))
+                        .err(
+                            rec,
+                            (
+                                ErrorCode::RevocationCutoffViolated,
+                                "the key signed records after the cut-off checkpoint",
+                            ),
+                        )
                         .related(last));
                 }
                 Some(i)
@@ -674,16 +908,33 @@ impl<'t> Verifier<'t> {
             TrustAction::Revoke => None,
         };
         if let Some(nk) = publish {
-            if self.t.keys.iter().take(self.keys).any(|k| k.key.is_some_and(|k| *k.as_bytes() == nk)) {
+            if self
+                .t
+                .keys
+                .iter()
+                .take(self.keys)
+                .any(|k| k.key.is_some_and(|k| *k.as_bytes() == nk))
+            {
                 return invalid(self, "publishes a key that is already in the registry");
             }
             let Ok(pk) = PublicKey::admit(&nk) else {
-                return Err(self.err(rec, (ErrorCode::TrustKeyInvalid, "key is not a canonical point of prime order")));
+                return Err(self.err(
+                    rec,
+                    (
+                        ErrorCode::TrustKeyInvalid,
+                        "key is not a canonical point of prime order",
+                    ),
+                ));
             };
-            let mut slot = KeySlot { key: Some(pk), ..KeySlot::default() };
+            let mut slot = KeySlot {
+                key: Some(pk),
+                ..KeySlot::default()
+            };
             for (i, role) in roles.iter().flat_map(|r| r.iter()).take(MAX_ROLES).enumerate() {
                 if let (Some(d), Some(l)) = (slot.roles.get_mut(i), slot.role_lens.get_mut(i)) {
-                    d.get_mut(..role.len()).map(|d| d.copy_from_slice(role.as_bytes()));
+                    if let Some(d) = d.get_mut(..role.len()) {
+                        d.copy_from_slice(role.as_bytes());
+                    }
                     *l = role.len() as u8;
                 }
             }
@@ -691,16 +942,25 @@ impl<'t> Verifier<'t> {
                 Some(s) => *s = slot,
                 None => return Err(self.capacity(rec, "key table is full")),
             }
-            self.keys += 1;
-            self.summary.keys_published += 1;
+            self.keys = self.keys.saturating_add(1);
+            self.summary.keys_published = self.summary.keys_published.saturating_add(1);
         }
         if let Some(i) = retire {
             if let Some(k) = self.t.keys.get_mut(i) {
                 k.revoked = true;
             }
-            self.summary.keys_retired += 1;
+            self.summary.keys_retired = self.summary.keys_retired.saturating_add(1);
         }
         Ok(())
+    }
+}
+
+fn next_bucket(b: usize, len: usize) -> usize {
+    let n = b.saturating_add(1);
+    if n >= len {
+        0
+    } else {
+        n
     }
 }
 
@@ -713,7 +973,14 @@ fn verify_record_signature(pk: &PublicKey, rec: &Record<'_>) -> bool {
     let mut yh = [0u8; 9];
     let yn = encode_head(MAJOR_BYTES, rec.payload.len() as u64, &mut yh);
     pk.verify_parts(
-        &[&PREFIX, ph.get(..pn).unwrap_or(&[]), rec.protected, &[0x40], yh.get(..yn).unwrap_or(&[]), rec.payload],
+        &[
+            &PREFIX,
+            ph.get(..pn).unwrap_or(&[]),
+            rec.protected,
+            &[0x40],
+            yh.get(..yn).unwrap_or(&[]),
+            rec.payload,
+        ],
         &rec.signature,
     )
 }

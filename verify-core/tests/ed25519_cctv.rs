@@ -2,14 +2,29 @@
 //!
 //! Rule: accept exactly the vectors flagged with none of `low_order_A`, `low_order_R`,
 //! `non_canonical_A`, `non_canonical_R`, `low_order_residue` (43 accept, 871 reject).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test"
+)]
 
 use serde_json::Value;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../test-vectors/ed25519/cctv-ed25519vectors.json");
+const VECTORS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../test-vectors/ed25519/cctv-ed25519vectors.json"
+);
 
 /// Flags whose presence means the pinned semantics reject the vector.
-const REJECT_FLAGS: [&str; 5] = ["low_order_A", "low_order_R", "non_canonical_A", "non_canonical_R", "low_order_residue"];
+const REJECT_FLAGS: [&str; 5] = [
+    "low_order_A",
+    "low_order_R",
+    "non_canonical_A",
+    "non_canonical_R",
+    "low_order_residue",
+];
 
 #[test]
 fn cctv_ed25519_vectors() {
@@ -22,8 +37,14 @@ fn cctv_ed25519_vectors() {
     for (i, case) in cases.iter().enumerate() {
         let number = case["number"].as_u64().expect("number");
         assert_eq!(number, i as u64, "vectors are numbered in order");
-        let key: [u8; 32] = hex::decode(case["key"].as_str().expect("key")).unwrap().try_into().unwrap();
-        let sig: [u8; 64] = hex::decode(case["sig"].as_str().expect("sig")).unwrap().try_into().unwrap();
+        let key: [u8; 32] = hex::decode(case["key"].as_str().expect("key"))
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let sig: [u8; 64] = hex::decode(case["sig"].as_str().expect("sig"))
+            .unwrap()
+            .try_into()
+            .unwrap();
         let msg = case["msg"].as_str().expect("msg");
         // `flags` is a list of strings, or null for the one plain vector.
         let flags: Vec<&str> = match &case["flags"] {
@@ -49,6 +70,10 @@ fn cctv_ed25519_vectors() {
         }
     }
 
-    assert!(mismatches.is_empty(), "{} verdicts disagree with the flag rule: cases {mismatches:?}", mismatches.len());
+    assert!(
+        mismatches.is_empty(),
+        "{} verdicts disagree with the flag rule: cases {mismatches:?}",
+        mismatches.len()
+    );
     assert_eq!((accepted, rejected), (43, 871), "(accepted, rejected)");
 }
