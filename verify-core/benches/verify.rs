@@ -8,7 +8,7 @@
 //!
 //! Environment: `HELM_BENCH_RECORDS` (default 100000), `HELM_BENCH_ROUNDS` (default 5),
 //! `HELM_BENCH_SESSIONS` (default 1000), `HELM_BENCH_CHECKPOINT` (default 10000),
-//! `HELM_BENCH_CHUNK` (default 1000).
+//! `HELM_BENCH_CHUNK` (default 500).
 //!
 //! 1. Builds (untimed) a valid stream: an anchor publishes the kernel key (TRUST_EVENT,
 //!    roles ["kernel"]), the kernel activates a POLICY, then interleaved sessions run
@@ -44,8 +44,8 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use verify_core::{
-    body, commitment, sha256, sig_structure, CallKind, Capacity, EffectStatus, Hash, Kind, MerkleAccumulator, OwnedTables,
-    PublicKey, Record, RecordBuilder, Signer, TrustAction, Verdict, Verified, Verifier,
+    body, commitment, sha256, sig_structure, CallKind, Capacity, EffectStatus, Hash, Kind, MerkleAccumulator,
+    OwnedTables, PublicKey, Record, RecordBuilder, Signer, TrustAction, Verdict, Verified, Verifier,
 };
 
 /// Test seeds (never use them for anything real).
@@ -56,7 +56,10 @@ const T0: u64 = 1_767_225_600_000;
 
 fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name} must be a positive integer, got {v:?}")),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a positive integer, got {v:?}")),
         Err(_) => default,
     }
 }
@@ -115,14 +118,28 @@ const TOOLS: &[(&str, &str)] = &[
     ("mcp.slack.post_message", "mcp-slack"),
     ("db.query", "host"),
 ];
-const DENY_REASONS: &[&str] = &["POLICY_DENY", "TOOL_NOT_ALLOWED", "RATE_LIMITED", "BUDGET_EXHAUSTED", "INVALID_ARGUMENTS"];
+const DENY_REASONS: &[&str] = &[
+    "POLICY_DENY",
+    "TOOL_NOT_ALLOWED",
+    "RATE_LIMITED",
+    "BUDGET_EXHAUSTED",
+    "INVALID_ARGUMENTS",
+];
 
 enum State {
     Idle,
     /// INTENT recorded: its hash and call.
-    Intended { intent: Hash, tool: usize, args: Hash },
+    Intended {
+        intent: Hash,
+        tool: usize,
+        args: Hash,
+    },
     /// ALLOW recorded: its hash and the call it permits.
-    Allowed { decision: Hash, tool: usize, args: Hash },
+    Allowed {
+        decision: Hash,
+        tool: usize,
+        args: Hash,
+    },
 }
 
 struct Session {
@@ -197,7 +214,11 @@ impl Builder {
                 let mut b = RecordBuilder::new(Kind::Intent, body::intent(TOOLS[tool].0, CallKind::Json, &args));
                 b.parents = s.last.into_iter().collect();
                 self.mix.intents += 1;
-                s.state = State::Intended { intent: [0; 32], tool, args };
+                s.state = State::Intended {
+                    intent: [0; 32],
+                    tool,
+                    args,
+                };
                 b
             }
             State::Intended { intent, tool, args } => {
@@ -213,7 +234,11 @@ impl Builder {
                 let mut b = RecordBuilder::new(Kind::Decision, body);
                 b.parents = vec![intent];
                 if allow {
-                    s.state = State::Allowed { decision: [0; 32], tool, args };
+                    s.state = State::Allowed {
+                        decision: [0; 32],
+                        tool,
+                        args,
+                    };
                 }
                 b
             }
@@ -226,7 +251,11 @@ impl Builder {
                 } else {
                     &[("wall_ms", wall)]
                 };
-                let status = if self.rng.percent(95) { EffectStatus::Succeeded } else { EffectStatus::Failed };
+                let status = if self.rng.percent(95) {
+                    EffectStatus::Succeeded
+                } else {
+                    EffectStatus::Failed
+                };
                 let e = body::Effect {
                     status,
                     tool: TOOLS[tool].0,
@@ -291,7 +320,14 @@ fn build_stream(n: usize, sessions: usize, checkpoint_every: usize) -> (Stream, 
         .map(|i| {
             let r = g.rng.next();
             Session {
-                id: format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", r >> 32, (r >> 16) & 0xffff, i & 0xfff, r & 0xfff, i),
+                id: format!(
+                    "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                    r >> 32,
+                    (r >> 16) & 0xffff,
+                    i & 0xfff,
+                    r & 0xfff,
+                    i
+                ),
                 principal: format!("agent-{:02}@tenant-{}.example", i % 64, i % 7),
                 seq: 0,
                 last: None,
@@ -335,22 +371,32 @@ struct Messages {
 impl Messages {
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8; 64], usize)> + '_ {
         let mut start = 0;
-        self.ends.iter().zip(&self.sigs).zip(&self.key_of).map(move |((&end, sig), &k)| {
-            let m = &self.buf[start..end];
-            start = end;
-            (m, sig, usize::from(k))
-        })
+        self.ends
+            .iter()
+            .zip(&self.sigs)
+            .zip(&self.key_of)
+            .map(move |((&end, sig), &k)| {
+                let m = &self.buf[start..end];
+                start = end;
+                (m, sig, usize::from(k))
+            })
     }
 }
 
 fn messages(stream: &Stream, kids: &[[u8; 32]]) -> Messages {
-    let mut m = Messages { buf: Vec::new(), ends: Vec::new(), sigs: Vec::new(), key_of: Vec::new() };
+    let mut m = Messages {
+        buf: Vec::new(),
+        ends: Vec::new(),
+        sigs: Vec::new(),
+        key_of: Vec::new(),
+    };
     for r in stream.iter() {
         let rec = Record::decode(r).expect("decodes");
         m.buf.extend_from_slice(&sig_structure(rec.protected, rec.payload));
         m.ends.push(m.buf.len());
         m.sigs.push(rec.signature);
-        m.key_of.push(kids.iter().position(|k| *k == rec.kid).expect("known signer") as u8);
+        m.key_of
+            .push(kids.iter().position(|k| *k == rec.kid).expect("known signer") as u8);
     }
     m
 }
@@ -385,6 +431,29 @@ fn bstr_head(len: usize) -> ([u8; 9], usize) {
     (h, n)
 }
 
+/// Runs `f` with `N` more bytes of stack below the caller's frame.
+#[inline(never)]
+fn pad_stack<const N: usize>(f: &mut dyn FnMut()) {
+    let pad = [0u8; N];
+    black_box(&pad);
+    f();
+    black_box(&pad);
+}
+
+macro_rules! stack_pads {
+    ($($i:literal)*) => { [$(pad_stack::<{ $i * 64 }>),*] };
+}
+
+/// Stack offsets 0, 64, .., 4032 bytes. The speed of curve25519-dalek's AVX2 backend
+/// depends on where the stack sits modulo 4 KiB (up to 20 % per call path, measured:
+/// see BENCHMARKS.md), so one process would compare its call paths at one arbitrary
+/// alignment each. Every chunk runs at another offset: the rates are averages over
+/// alignments, as over many processes.
+const STACK_PADS: [fn(&mut dyn FnMut()); 64] = stack_pads!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+    32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63
+);
+
 /// Run-queue wait of this thread so far, in ns (field 2 of /proc/thread-self/schedstat).
 /// It is brought up to date whenever the thread is scheduled in, so it is exact here.
 fn run_delay() -> Option<u64> {
@@ -403,7 +472,10 @@ struct Stopwatch {
 impl Stopwatch {
     fn start() -> Stopwatch {
         let delay = run_delay();
-        Stopwatch { t: Instant::now(), delay }
+        Stopwatch {
+            t: Instant::now(),
+            delay,
+        }
     }
     fn stop(self) -> (Duration, Duration) {
         let wall = self.t.elapsed();
@@ -445,11 +517,13 @@ fn main() {
     let rounds = env_usize("HELM_BENCH_ROUNDS", if under_test { 1 } else { 5 }).max(1);
     let sessions = env_usize("HELM_BENCH_SESSIONS", 1_000).max(1);
     let checkpoint_every = env_usize("HELM_BENCH_CHECKPOINT", 10_000);
-    let chunk = env_usize("HELM_BENCH_CHUNK", 1_000).max(1);
+    let chunk = env_usize("HELM_BENCH_CHUNK", 500).max(1);
     assert!(n >= 2, "HELM_BENCH_RECORDS must be at least 2");
 
     let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
     println!("HELM verify-core benchmark (single-threaded)");
     println!(
         "machine: std::thread::available_parallelism = {cores} (respects the affinity mask; online CPUs: {}); \
@@ -474,19 +548,30 @@ fn main() {
     let kids = [anchor, kernel];
     let msgs = messages(&stream, &kids);
     let dalek: Vec<VerifyingKey> = kids.iter().map(|k| VerifyingKey::from_bytes(k).expect("key")).collect();
-    let ours: Vec<PublicKey> = kids.iter().map(|k| PublicKey::for_verification(k).expect("key")).collect();
+    let ours: Vec<PublicKey> = kids
+        .iter()
+        .map(|k| PublicKey::for_verification(k).expect("key"))
+        .collect();
     let sigs: Vec<Signature> = msgs.sigs.iter().map(Signature::from_bytes).collect();
-    for (((m, s, k), sig), i) in msgs.iter().zip(&sigs).zip(0..) {
-        assert!(dalek[k].verify_strict(m, sig).is_ok(), "verify_strict rejects record {i}");
-        assert!(ours[k].verify(m, s), "PublicKey::verify rejects record {i}");
-    }
     for (i, r) in stream.iter().enumerate() {
         // (d) hashes the same bytes as (b) and (c), in pieces.
         let rec = Record::decode(r).expect("decodes");
         let (ph, pn) = bstr_head(rec.protected.len());
         let (yh, yn) = bstr_head(rec.payload.len());
-        let joined = [&SIG1_PREFIX[..], &ph[..pn], rec.protected, &[0x40], &yh[..yn], rec.payload].concat();
-        assert_eq!(joined, sig_structure(rec.protected, rec.payload), "pieces of record {i}");
+        let joined = [
+            &SIG1_PREFIX[..],
+            &ph[..pn],
+            rec.protected,
+            &[0x40],
+            &yh[..yn],
+            rec.payload,
+        ]
+        .concat();
+        assert_eq!(
+            joined,
+            sig_structure(rec.protected, rec.payload),
+            "pieces of record {i}"
+        );
     }
     println!(
         "stream: {n} records ({} sessions; {} INTENT, {} ALLOW, {} DENY, {} EFFECT, {} CHECKPOINT, {} other), \
@@ -506,7 +591,10 @@ fn main() {
     // 2. Rounds; within a round the measurements are interleaved chunk by chunk (the
     // order rotating), so that load from other processes hits all of them alike.
     let decoded: Vec<Record<'_>> = stream.iter().map(|r| Record::decode(r).expect("decodes")).collect();
-    let pieces_keys: Vec<usize> = decoded.iter().map(|r| kids.iter().position(|k| *k == r.kid).expect("signer")).collect();
+    let pieces_keys: Vec<usize> = decoded
+        .iter()
+        .map(|r| kids.iter().position(|k| *k == r.kid).expect("signer"))
+        .collect();
     let names = [
         "(a) Verifier (full stream)",
         "(b) dalek verify_strict",
@@ -539,57 +627,65 @@ fn main() {
         add(0, sw);
         for (ci, start) in (0..n).step_by(chunk).enumerate() {
             let range = start..(start + chunk).min(n);
+            // A different stack offset for each chunk (see STACK_PADS).
+            let pad = STACK_PADS[(ci * 37 + round * 13) % STACK_PADS.len()];
             for step in 0..5 {
                 let which = (round + ci + step) % 5;
-                let sw = Stopwatch::start();
-                match which {
-                    0 => {
-                        for r in &records[range.clone()] {
-                            if let Err(e) = v.push(black_box(r)) {
-                                panic!("stream does not verify: {e:?}");
+                pad(&mut || {
+                    let sw = Stopwatch::start();
+                    match which {
+                        0 => {
+                            for r in &records[range.clone()] {
+                                if let Err(e) = v.push(black_box(r)) {
+                                    panic!("stream does not verify: {e:?}");
+                                }
                             }
+                            add(0, sw);
                         }
-                        add(0, sw);
-                    }
-                    1 => {
-                        let mut ok = 0usize;
-                        for (&(m, _, k), sig) in msg[range.clone()].iter().zip(&sigs[range.clone()]) {
-                            ok += usize::from(black_box(&dalek[k]).verify_strict(black_box(m), black_box(sig)).is_ok());
+                        1 => {
+                            let mut ok = 0usize;
+                            for (&(m, _, k), sig) in msg[range.clone()].iter().zip(&sigs[range.clone()]) {
+                                ok += usize::from(
+                                    black_box(&dalek[k]).verify_strict(black_box(m), black_box(sig)).is_ok(),
+                                );
+                            }
+                            add(1, sw);
+                            assert_eq!(ok, range.len());
                         }
-                        add(1, sw);
-                        assert_eq!(ok, range.len());
-                    }
-                    2 => {
-                        let mut ok = 0usize;
-                        for &(m, s, k) in &msg[range.clone()] {
-                            ok += usize::from(black_box(&ours[k]).verify(black_box(m), black_box(s)));
+                        2 => {
+                            let mut ok = 0usize;
+                            for &(m, s, k) in &msg[range.clone()] {
+                                ok += usize::from(black_box(&ours[k]).verify(black_box(m), black_box(s)));
+                            }
+                            add(2, sw);
+                            assert_eq!(ok, range.len());
                         }
-                        add(2, sw);
-                        assert_eq!(ok, range.len());
-                    }
-                    3 => {
-                        // Exactly the pieces the verifier hashes: the Sig_structure, unassembled.
-                        let mut ok = 0usize;
-                        for (rec, &k) in decoded[range.clone()].iter().zip(&pieces_keys[range.clone()]) {
-                            let rec = black_box(rec);
-                            let (ph, pn) = bstr_head(rec.protected.len());
-                            let (yh, yn) = bstr_head(rec.payload.len());
-                            let pieces: [&[u8]; 6] =
-                                [&SIG1_PREFIX, &ph[..pn], rec.protected, &[0x40], &yh[..yn], rec.payload];
-                            ok += usize::from(black_box(&ours[k]).verify_parts(&pieces, &rec.signature));
+                        3 => {
+                            // Exactly the pieces the verifier hashes: the Sig_structure, unassembled.
+                            let mut ok = 0usize;
+                            for (rec, &k) in decoded[range.clone()].iter().zip(&pieces_keys[range.clone()]) {
+                                let rec = black_box(rec);
+                                let (ph, pn) = bstr_head(rec.protected.len());
+                                let (yh, yn) = bstr_head(rec.payload.len());
+                                let pieces: [&[u8]; 6] =
+                                    [&SIG1_PREFIX, &ph[..pn], rec.protected, &[0x40], &yh[..yn], rec.payload];
+                                ok += usize::from(black_box(&ours[k]).verify_parts(&pieces, &rec.signature));
+                            }
+                            add(3, sw);
+                            assert_eq!(ok, range.len());
                         }
-                        add(3, sw);
-                        assert_eq!(ok, range.len());
-                    }
-                    _ => {
-                        let mut kinds = 0usize;
-                        for r in &records[range.clone()] {
-                            kinds += black_box(Record::decode(black_box(r))).map(|r| r.kind as usize).unwrap_or(0);
+                        _ => {
+                            let mut kinds = 0usize;
+                            for r in &records[range.clone()] {
+                                kinds += black_box(Record::decode(black_box(r)))
+                                    .map(|r| r.kind as usize)
+                                    .unwrap_or(0);
+                            }
+                            add(4, sw);
+                            black_box(kinds);
                         }
-                        add(4, sw);
-                        black_box(kinds);
                     }
-                }
+                });
             }
         }
         let sw = Stopwatch::start();
@@ -628,7 +724,10 @@ fn main() {
     } else {
         println!("(/proc/thread-self/schedstat unavailable: all figures are wall clock)");
     }
-    println!("{:<28} {:>9} {:>9} {:>9} {:>9}   {:>12}", "measurement", "median/s", "min/s", "max/s", "ns/op", "wall median/s");
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9}   {:>12}",
+        "measurement", "median/s", "min/s", "max/s", "ns/op", "wall median/s"
+    );
     for i in 0..5 {
         let m = median(&cpu[i]);
         println!(
@@ -652,10 +751,23 @@ fn main() {
         median(&wall[0]) / median(&wall[1]),
         if ratio >= 0.90 { "met" } else { "NOT met" }
     );
-    println!("overhead per record, Verifier vs verify_strict: {:>6.0} ns/record, made of", ns(0) - ns(1));
-    println!("  our signature checks vs verify_strict   (c) - (b): {:>6.0} ns", ns(2) - ns(1));
-    println!("  hashing the Sig_structure in 6 pieces   (d) - (c): {:>6.0} ns", ns(3) - ns(2));
-    println!("  everything except the signature         (a) - (d): {:>6.0} ns (Record::decode alone: {:.0} ns)", ns(0) - ns(3), ns(4));
+    println!(
+        "overhead per record, Verifier vs verify_strict: {:>6.0} ns/record, made of",
+        ns(0) - ns(1)
+    );
+    println!(
+        "  our signature checks vs verify_strict   (c) - (b): {:>6.0} ns",
+        ns(2) - ns(1)
+    );
+    println!(
+        "  hashing the Sig_structure in 6 pieces   (d) - (c): {:>6.0} ns",
+        ns(3) - ns(2)
+    );
+    println!(
+        "  everything except the signature         (a) - (d): {:>6.0} ns (Record::decode alone: {:.0} ns)",
+        ns(0) - ns(3),
+        ns(4)
+    );
     println!(
         "table allocation, OwnedTables::new(Capacity::for_records({n})), outside the timed region: median {:.1} ms",
         median(&alloc_ms)

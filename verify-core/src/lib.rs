@@ -47,6 +47,7 @@ extern crate alloc;
 extern crate std;
 
 mod cbor;
+mod cose;
 mod ed25519;
 mod error;
 mod merkle;
@@ -60,6 +61,7 @@ mod verifier;
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
 
+pub use cose::{Sign1, COSE_ALG_EDDSA, COSE_SIGN1_TAG};
 pub use ed25519::{verify_signature, KeyError, PublicKey};
 pub use error::{ErrorCode, VerifyError};
 pub use merkle::{
@@ -67,8 +69,8 @@ pub use merkle::{
 };
 pub use record::{
     commitment, sha256, Body, CallKind, EffectStatus, Escalation, Kind, Meters, Parents, Record, SignatureList,
-    TextList, TrustAction, Verdict, COSE_ALG_EDDSA, COSE_SIGN1_TAG, FORMAT_VERSION, MAX_DETAIL_LEN, MAX_METERS,
-    MAX_NAME_LEN, MAX_PARENTS, MAX_RECORD_SIZE, MAX_SIGNERS,
+    TextList, TrustAction, Verdict, FORMAT_VERSION, MAX_DETAIL_LEN, MAX_METERS, MAX_NAME_LEN, MAX_PARENTS,
+    MAX_RECORD_SIZE, MAX_SIGNERS,
 };
 pub use registry::{
     reason_allowed, role_name_valid, ReasonUse, ATTESTATION_TYPES, MAX_ROLES, MAX_ROLE_LEN, REASON_CODES,

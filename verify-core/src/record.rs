@@ -6,14 +6,11 @@
 use sha2::{Digest, Sha256};
 
 use crate::cbor::{KeyOrder, Reader};
-use crate::error::{CborError, ErrorCode};
+use crate::cose::Sign1;
+use crate::error::ErrorCode;
 use crate::registry::{self, ReasonUse};
 use crate::Hash;
 
-/// COSE algorithm identifier for EdDSA (RFC 9053), the only one accepted.
-pub const COSE_ALG_EDDSA: i64 = -8;
-/// CBOR tag of COSE_Sign1 (RFC 9052).
-pub const COSE_SIGN1_TAG: u64 = 18;
 /// The only format version.
 pub const FORMAT_VERSION: u64 = 1;
 /// Largest record, in bytes.
@@ -413,61 +410,29 @@ fn name<'a>(r: &mut Reader<'a>, allow_empty: bool) -> Result<&'a str, ErrorCode>
 }
 
 impl<'a> Record<'a> {
+    /// The record's COSE envelope.
+    pub fn envelope(&self) -> Sign1<'a> {
+        Sign1 {
+            kid: self.kid,
+            protected: self.protected,
+            payload: self.payload,
+            signature: self.signature,
+        }
+    }
+
     /// Decodes one record, strictly (rule 1). The hash is computed over `bytes`.
     pub fn decode(bytes: &'a [u8]) -> Result<Record<'a>, ErrorCode> {
         if bytes.len() > MAX_RECORD_SIZE {
             return Err(ErrorCode::RecordTooLarge);
         }
-        let mut r = Reader::new(bytes);
-        let outer = (|| -> Result<_, CborError> {
-            if r.tag()? != COSE_SIGN1_TAG {
-                return Err(CborError::UnexpectedType);
-            }
-            if r.array_len()? != 4 {
-                return Err(CborError::WrongLength);
-            }
-            let protected = r.bytes()?;
-            if r.map_len()? != 0 {
-                return Err(CborError::WrongLength);
-            }
-            let payload = r.bytes()?;
-            let signature = r.bytes_fixed::<64>()?;
-            r.finish()?;
-            Ok((protected, payload, signature))
-        })();
-        let (protected, payload, signature) = outer.map_err(|e| match ErrorCode::from(e) {
-            ErrorCode::SchemaInvalidValue => ErrorCode::CoseStructure,
-            other => other,
-        })?;
-        let kid = decode_protected(protected)?;
+        let env = Sign1::decode(bytes)?;
         let hash = sha256(bytes);
-        let mut record = decode_payload(payload, hash)?;
-        record.kid = kid;
-        record.signature = signature;
-        record.protected = protected;
+        let mut record = decode_payload(env.payload, hash)?;
+        record.kid = env.kid;
+        record.signature = env.signature;
+        record.protected = env.protected;
         Ok(record)
     }
-}
-
-fn decode_protected(protected: &[u8]) -> Result<[u8; 32], ErrorCode> {
-    let mut r = Reader::new(protected);
-    let n = r.map_len()?;
-    let mut prev = None;
-    let mut alg = None;
-    let mut kid = None;
-    for _ in 0..n {
-        match r.key(&mut prev)? {
-            1 => alg = Some(r.int()?),
-            4 => kid = Some(r.bytes()?),
-            _ => return Err(ErrorCode::SchemaUnknownField),
-        }
-    }
-    r.finish()?;
-    if alg != Some(COSE_ALG_EDDSA) {
-        return Err(ErrorCode::CoseAlgorithm);
-    }
-    let kid = kid.ok_or(ErrorCode::CoseKidMissing)?;
-    kid.try_into().map_err(|_| ErrorCode::CoseKidMissing)
 }
 
 fn decode_payload(payload: &[u8], hash: Hash) -> Result<Record<'_>, ErrorCode> {

@@ -9,9 +9,8 @@ use alloc::vec::Vec;
 use ed25519_dalek::{Signer as _, SigningKey};
 
 use crate::cbor::{encode_head, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NINT, MAJOR_TAG, MAJOR_TEXT, MAJOR_UINT};
-use crate::record::{
-    CallKind, EffectStatus, Escalation, Kind, TrustAction, Verdict, COSE_ALG_EDDSA, COSE_SIGN1_TAG, FORMAT_VERSION,
-};
+use crate::cose::{COSE_ALG_EDDSA, COSE_SIGN1_TAG};
+use crate::record::{CallKind, EffectStatus, Escalation, Kind, TrustAction, Verdict, FORMAT_VERSION};
 use crate::Hash;
 
 /// An Ed25519 signing key.

@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::cbor::{encode_head, MAJOR_BYTES};
+use crate::cbor::encode_head;
 use crate::ed25519::PublicKey;
 use crate::error::{ErrorCode, VerifyError};
 use crate::merkle::MerkleAccumulator;
@@ -174,6 +174,18 @@ impl<'t> Verifier<'t> {
         self.count
     }
 
+    /// The key `kid` if the registry, as of the records so far, holds it active (not
+    /// rotated or revoked, not an anchor) with `role`. Used to check signatures made
+    /// outside the record stream, such as a pack manifest's.
+    pub fn active_key(&self, kid: &[u8; 32], role: &str) -> Option<PublicKey> {
+        self.t
+            .keys
+            .iter()
+            .take(self.keys)
+            .filter(|k| !k.revoked && !k.anchor && k.has_role(role))
+            .find_map(|k| k.key.filter(|pk| pk.as_bytes() == kid))
+    }
+
     /// The RFC 9162 root over all records accepted so far.
     pub fn root(&self) -> Hash {
         self.merkle.root()
@@ -297,7 +309,7 @@ impl<'t> Verifier<'t> {
         let pk = key
             .key
             .ok_or_else(|| self.err(rec, (ErrorCode::KeyUnknown, "signing key slot is empty")))?;
-        if !verify_record_signature(&pk, rec) {
+        if !rec.envelope().verify(&pk) {
             return Err(self.err(rec, (ErrorCode::SignatureInvalid, "Ed25519 signature does not verify")));
         }
         if key.revoked {
@@ -962,25 +974,4 @@ fn next_bucket(b: usize, len: usize) -> usize {
     } else {
         n
     }
-}
-
-/// Verifies a record's signature over its COSE Sig_structure
-/// `["Signature1", protected, h'', payload]`, hashed in pieces.
-fn verify_record_signature(pk: &PublicKey, rec: &Record<'_>) -> bool {
-    const PREFIX: [u8; 12] = [0x84, 0x6a, b'S', b'i', b'g', b'n', b'a', b't', b'u', b'r', b'e', b'1'];
-    let mut ph = [0u8; 9];
-    let pn = encode_head(MAJOR_BYTES, rec.protected.len() as u64, &mut ph);
-    let mut yh = [0u8; 9];
-    let yn = encode_head(MAJOR_BYTES, rec.payload.len() as u64, &mut yh);
-    pk.verify_parts(
-        &[
-            &PREFIX,
-            ph.get(..pn).unwrap_or(&[]),
-            rec.protected,
-            &[0x40],
-            yh.get(..yn).unwrap_or(&[]),
-            rec.payload,
-        ],
-        &rec.signature,
-    )
 }
