@@ -299,3 +299,140 @@ impl Chain {
 pub fn error_code(name: &str) -> Option<ErrorCode> {
     ErrorCode::from_name(name)
 }
+
+/// A realistic agent run for packs, benchmarks and demos: records plus the blob contents
+/// they reference (salted arguments and outputs, the policy bundle).
+#[derive(Debug)]
+pub struct Run {
+    /// Trust anchors (the root key).
+    pub anchors: Vec<[u8; 32]>,
+    /// Records in order.
+    pub records: Vec<Vec<u8>>,
+    /// Blob contents by name (SHA-256 of the content).
+    pub blobs: BTreeMap<Hash, Vec<u8>>,
+    /// The kernel key that signed the records (and signs the manifest).
+    pub kernel: Signer,
+}
+
+/// Stores `salt ‖ value` as a blob and returns its name, which is the commitment.
+fn salted_blob(blobs: &mut BTreeMap<Hash, Vec<u8>>, salt_seed: &[u8], value: &[u8]) -> Hash {
+    let salt = &sha256(salt_seed)[..16];
+    let mut content = salt.to_vec();
+    content.extend_from_slice(value);
+    let name = verify_core::commitment(salt, value);
+    blobs.insert(name, content);
+    name
+}
+
+/// `sessions` sessions of `calls` tool calls each: most allowed and executed, every
+/// fifth denied, every seventh escalated and approved by two approvers after its
+/// timelock; a CHECKPOINT every `checkpoint_every` records and one at the end.
+pub fn sample_run(sessions: usize, calls: usize, checkpoint_every: usize) -> Run {
+    use verify_core::body::{self, Effect};
+    use verify_core::{CallKind, EffectStatus, Escalation, TrustAction, Verdict};
+    let root = test_key("root-1");
+    let kernel = test_key("kernel-1");
+    let approvers = [test_key("approver-1"), test_key("approver-2")];
+    let mut c = Chain::new();
+    let mut blobs = BTreeMap::new();
+    let publish =
+        |k: &Signer, role: &str| body::trust_event(TrustAction::Publish, &k.public_key(), Some(&[role]), None, None);
+    c.push(&root, Kind::TrustEvent, publish(&kernel, "kernel"), &[], "");
+    for a in &approvers {
+        c.push(&root, Kind::TrustEvent, publish(a, "approver"), &[], "");
+    }
+    let bundle = b"# example policy bundle\n[tools.read_file]\nallow = true\n".to_vec();
+    let bundle_hash = sha256(&bundle);
+    blobs.insert(bundle_hash, bundle);
+    let policy = c.push(
+        &kernel,
+        Kind::Policy,
+        body::policy(&bundle_hash, Some("example")),
+        &[],
+        "",
+    );
+    let mut since_checkpoint = c.records.len();
+    let maybe_checkpoint = |c: &mut Chain, since: &mut usize| {
+        if *since >= checkpoint_every {
+            c.checkpoint(&kernel, &[], &[]);
+            *since = 0;
+        }
+    };
+    for s in 0..sessions {
+        let session = format!("session-{s:06}");
+        for call in 0..calls {
+            let tool = if call % 3 == 0 { "send_email" } else { "read_file" };
+            let args_json = format!("{{\"call\":{call},\"path\":\"/workspace/{s}/{call}.txt\"}}");
+            let args = salted_blob(&mut blobs, format!("args {s} {call}").as_bytes(), args_json.as_bytes());
+            let intent = c.push(
+                &kernel,
+                Kind::Intent,
+                body::intent(tool, CallKind::Json, &args),
+                &[],
+                &session,
+            );
+            let output_blob = |blobs: &mut BTreeMap<Hash, Vec<u8>>| {
+                salted_blob(
+                    blobs,
+                    format!("out {s} {call}").as_bytes(),
+                    format!("result of call {call}").as_bytes(),
+                )
+            };
+            let effect_body = |output: Hash| {
+                body::effect(&Effect {
+                    status: EffectStatus::Succeeded,
+                    tool,
+                    call_kind: CallKind::Json,
+                    args,
+                    output,
+                    executor: "tool-runner",
+                    meters: &[("duration_ms", 3 + (call as u64 % 40))],
+                })
+            };
+            if call % 5 == 4 {
+                let d = body::decision(Verdict::Deny, "POLICY_DENY", &bundle_hash, None);
+                c.push(&kernel, Kind::Decision, d, &[intent, policy], &session);
+            } else if call % 7 == 6 {
+                let terms = Escalation {
+                    role: "approver",
+                    quorum: 2,
+                    not_before: c.time + 60_000,
+                    expires: c.time + 3_600_000,
+                };
+                let d = body::decision(Verdict::Escalate, "POLICY_ESCALATE", &bundle_hash, Some(&terms));
+                let e = c.push(&kernel, Kind::Decision, d, &[intent, policy], &session);
+                c.advance(61_000);
+                let challenge = verify_core::approval_challenge(&e);
+                let sigs: Vec<([u8; 32], [u8; 64])> =
+                    approvers.iter().map(|a| (a.public_key(), a.sign(&challenge))).collect();
+                let a = c.push(&kernel, Kind::Approval, body::approval(&sigs), &[e], &session);
+                let out = output_blob(&mut blobs);
+                c.push(&kernel, Kind::Effect, effect_body(out), &[e, a], &session);
+            } else {
+                let d = body::decision(Verdict::Allow, "POLICY_ALLOW", &bundle_hash, None);
+                let d = c.push(&kernel, Kind::Decision, d, &[intent, policy], &session);
+                let out = output_blob(&mut blobs);
+                c.push(&kernel, Kind::Effect, effect_body(out), &[d], &session);
+            }
+            since_checkpoint += 3;
+            maybe_checkpoint(&mut c, &mut since_checkpoint);
+        }
+    }
+    c.checkpoint(&kernel, &[], &[]);
+    Run {
+        anchors: vec![root.public_key()],
+        records: c.records,
+        blobs,
+        kernel,
+    }
+}
+
+/// Writes `run` as a canonical pack, withholding the blobs named in `withhold`.
+pub fn write_run(run: &Run, withhold: &[Hash]) -> Result<Vec<u8>, pack_format::WriteError> {
+    let contents = pack_format::PackContents {
+        records: run.records.iter().map(Vec::as_slice).collect(),
+        blobs: run.blobs.iter().map(|(k, v)| (*k, v.as_slice())).collect(),
+        withhold: withhold.iter().copied().collect(),
+    };
+    pack_format::write_pack(&contents, run.kernel.public_key(), |m| run.kernel.sign(m))
+}

@@ -12,42 +12,56 @@
 //! - text that is not UTF-8, and nesting deeper than [`MAX_DEPTH`].
 //!
 //! Callers that read a whole item also check that no bytes follow it.
+//!
+//! Public so that formats layered on records (pack manifests) decode with the same rules.
 
 use crate::error::CborError;
 
 /// Deepest nesting accepted inside ignorable extension values.
-pub(crate) const MAX_DEPTH: u8 = 8;
+pub const MAX_DEPTH: u8 = 8;
 
-pub(crate) const MAJOR_UINT: u8 = 0;
-pub(crate) const MAJOR_NINT: u8 = 1;
-pub(crate) const MAJOR_BYTES: u8 = 2;
-pub(crate) const MAJOR_TEXT: u8 = 3;
-pub(crate) const MAJOR_ARRAY: u8 = 4;
-pub(crate) const MAJOR_MAP: u8 = 5;
-pub(crate) const MAJOR_TAG: u8 = 6;
-pub(crate) const MAJOR_SIMPLE: u8 = 7;
+/// CBOR major type.
+pub const MAJOR_UINT: u8 = 0;
+/// CBOR major type.
+pub const MAJOR_NINT: u8 = 1;
+/// CBOR major type.
+pub const MAJOR_BYTES: u8 = 2;
+/// CBOR major type.
+pub const MAJOR_TEXT: u8 = 3;
+/// CBOR major type.
+pub const MAJOR_ARRAY: u8 = 4;
+/// CBOR major type.
+pub const MAJOR_MAP: u8 = 5;
+/// CBOR major type.
+pub const MAJOR_TAG: u8 = 6;
+/// CBOR major type.
+pub const MAJOR_SIMPLE: u8 = 7;
 
+/// A strict, zero-copy reader over one buffer.
 #[derive(Clone, Debug)]
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
-    pub(crate) fn position(&self) -> usize {
+    /// Offset of the next unread byte.
+    pub fn position(&self) -> usize {
         self.pos
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether every byte was read.
+    pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
     /// Fails unless every byte was consumed.
-    pub(crate) fn finish(&self) -> Result<(), CborError> {
+    pub fn finish(&self) -> Result<(), CborError> {
         if self.is_empty() {
             Ok(())
         } else {
@@ -56,7 +70,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The bytes from `start` to the current position.
-    pub(crate) fn since(&self, start: usize) -> &'a [u8] {
+    pub fn since(&self, start: usize) -> &'a [u8] {
         self.buf.get(start..self.pos).unwrap_or(&[])
     }
 
@@ -74,7 +88,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads an item head: major type and argument, insisting on the shortest form.
-    pub(crate) fn head(&mut self) -> Result<(u8, u64), CborError> {
+    pub fn head(&mut self) -> Result<(u8, u64), CborError> {
         let initial = self.byte()?;
         let major = initial >> 5;
         let info = initial & 0x1f;
@@ -137,12 +151,13 @@ impl<'a> Reader<'a> {
         usize::try_from(arg).map_err(|_| CborError::Truncated)
     }
 
-    pub(crate) fn uint(&mut self) -> Result<u64, CborError> {
+    /// An unsigned integer.
+    pub fn uint(&mut self) -> Result<u64, CborError> {
         self.expect(MAJOR_UINT)
     }
 
     /// A signed integer, in the range of `i64`.
-    pub(crate) fn int(&mut self) -> Result<i64, CborError> {
+    pub fn int(&mut self) -> Result<i64, CborError> {
         let (m, arg) = self.head()?;
         let v = i64::try_from(arg).map_err(|_| CborError::OutOfRange)?;
         match m {
@@ -152,12 +167,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], CborError> {
+    /// A byte string, borrowed.
+    pub fn bytes(&mut self) -> Result<&'a [u8], CborError> {
         let n = self.len(MAJOR_BYTES)?;
         self.take(n)
     }
 
-    pub(crate) fn bytes_fixed<const N: usize>(&mut self) -> Result<[u8; N], CborError> {
+    /// A byte string of exactly `N` bytes.
+    pub fn bytes_fixed<const N: usize>(&mut self) -> Result<[u8; N], CborError> {
         let b = self.bytes()?;
         let mut out = [0u8; N];
         if b.len() != N {
@@ -167,32 +184,36 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub(crate) fn text(&mut self) -> Result<&'a str, CborError> {
+    /// A UTF-8 text string, borrowed.
+    pub fn text(&mut self) -> Result<&'a str, CborError> {
         let n = self.len(MAJOR_TEXT)?;
         let b = self.take(n)?;
         core::str::from_utf8(b).map_err(|_| CborError::InvalidUtf8)
     }
 
-    pub(crate) fn array_len(&mut self) -> Result<usize, CborError> {
+    /// An array head: the number of items.
+    pub fn array_len(&mut self) -> Result<usize, CborError> {
         self.len(MAJOR_ARRAY)
     }
 
-    pub(crate) fn map_len(&mut self) -> Result<usize, CborError> {
+    /// A map head: the number of pairs.
+    pub fn map_len(&mut self) -> Result<usize, CborError> {
         self.len(MAJOR_MAP)
     }
 
-    pub(crate) fn tag(&mut self) -> Result<u64, CborError> {
+    /// A tag number.
+    pub fn tag(&mut self) -> Result<u64, CborError> {
         self.expect(MAJOR_TAG)
     }
 
     /// Peeks at the major type of the next item without consuming it.
-    pub(crate) fn peek_major(&self) -> Option<u8> {
+    pub fn peek_major(&self) -> Option<u8> {
         self.buf.get(self.pos).map(|b| b >> 5)
     }
 
     /// Reads and validates any deterministic item, returning its encoded bytes.
     /// Used for ignorable extension values, which are signed but not interpreted.
-    pub(crate) fn any(&mut self, depth: u8) -> Result<&'a [u8], CborError> {
+    pub fn any(&mut self, depth: u8) -> Result<&'a [u8], CborError> {
         if depth > MAX_DEPTH {
             return Err(CborError::TooDeep);
         }
@@ -229,7 +250,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads an unsigned map key and checks it is strictly greater than the previous one.
-    pub(crate) fn key(&mut self, previous: &mut Option<u64>) -> Result<u64, CborError> {
+    pub fn key(&mut self, previous: &mut Option<u64>) -> Result<u64, CborError> {
         let k = self.uint()?;
         if let Some(p) = *previous {
             if k <= p {
@@ -243,17 +264,20 @@ impl<'a> Reader<'a> {
 
 /// Checks that map keys, given as their encodings, are in strictly ascending bytewise
 /// order (RFC 8949 §4.2.1), which also excludes duplicates.
-#[derive(Debug)]
-pub(crate) struct KeyOrder<'a> {
+#[derive(Debug, Default)]
+pub struct KeyOrder<'a> {
     previous: Option<&'a [u8]>,
 }
 
 impl<'a> KeyOrder<'a> {
-    pub(crate) fn new() -> Self {
+    /// A reader at the start of `buf`.
+    /// No key seen yet.
+    pub fn new() -> Self {
         KeyOrder { previous: None }
     }
 
-    pub(crate) fn next(&mut self, key: &'a [u8]) -> Result<(), CborError> {
+    /// The next key's encoding: must be greater than the previous one.
+    pub fn next(&mut self, key: &'a [u8]) -> Result<(), CborError> {
         if let Some(p) = self.previous {
             if key <= p {
                 return Err(CborError::KeyOrder);
@@ -265,7 +289,7 @@ impl<'a> KeyOrder<'a> {
 }
 
 /// Encodes an item head in its shortest form into `out`, returning the bytes used.
-pub(crate) fn encode_head(major: u8, arg: u64, out: &mut [u8; 9]) -> usize {
+pub fn encode_head(major: u8, arg: u64, out: &mut [u8; 9]) -> usize {
     let m = major << 5;
     let be = arg.to_be_bytes();
     let (info, n) = match arg {
@@ -280,6 +304,66 @@ pub(crate) fn encode_head(major: u8, arg: u64, out: &mut [u8; 9]) -> usize {
         dst.copy_from_slice(src);
     }
     n.saturating_add(1)
+}
+
+/// A writer of deterministic CBOR. Map keys must be written in canonical order by the
+/// caller (all record maps use small unsigned keys written in ascending order).
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+pub struct Writer {
+    /// The bytes written so far.
+    pub buf: alloc::vec::Vec<u8>,
+}
+
+#[cfg(feature = "alloc")]
+#[allow(missing_docs, reason = "one method per CBOR item type, named after it")]
+impl Writer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn head(&mut self, major: u8, arg: u64) -> &mut Self {
+        let mut h = [0u8; 9];
+        let n = encode_head(major, arg, &mut h);
+        self.buf.extend_from_slice(h.get(..n).unwrap_or(&[]));
+        self
+    }
+    pub fn uint(&mut self, v: u64) -> &mut Self {
+        self.head(MAJOR_UINT, v)
+    }
+    pub fn int(&mut self, v: i64) -> &mut Self {
+        if v >= 0 {
+            self.head(MAJOR_UINT, v.unsigned_abs())
+        } else {
+            self.head(MAJOR_NINT, v.unsigned_abs().saturating_sub(1))
+        }
+    }
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.head(MAJOR_BYTES, b.len() as u64);
+        self.buf.extend_from_slice(b);
+        self
+    }
+    pub fn text(&mut self, s: &str) -> &mut Self {
+        self.head(MAJOR_TEXT, s.len() as u64);
+        self.buf.extend_from_slice(s.as_bytes());
+        self
+    }
+    pub fn array(&mut self, n: usize) -> &mut Self {
+        self.head(MAJOR_ARRAY, n as u64)
+    }
+    pub fn map(&mut self, n: usize) -> &mut Self {
+        self.head(MAJOR_MAP, n as u64)
+    }
+    pub fn tag(&mut self, t: u64) -> &mut Self {
+        self.head(MAJOR_TAG, t)
+    }
+    /// Appends bytes that are already encoded CBOR.
+    pub fn raw(&mut self, b: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(b);
+        self
+    }
+    pub fn into_bytes(self) -> alloc::vec::Vec<u8> {
+        self.buf
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::Hash;
 
 /// Low-level CBOR decoding failures (mapped onto [`ErrorCode`]s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CborError {
+#[allow(missing_docs, reason = "each variant is documented where ErrorCode::from maps it")]
+pub enum CborError {
     Truncated,
     NotShortest,
     IndefiniteLength,
@@ -207,7 +208,8 @@ pub struct VerifyError {
 }
 
 impl VerifyError {
-    pub(crate) fn new(code: ErrorCode, index: u64, hash: Option<Hash>, detail: &'static str) -> Self {
+    /// An error of `code` at record `index` (with its hash, where known).
+    pub fn new(code: ErrorCode, index: u64, hash: Option<Hash>, detail: &'static str) -> Self {
         VerifyError {
             code,
             index,

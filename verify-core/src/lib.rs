@@ -46,7 +46,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-mod cbor;
+pub mod cbor;
 mod cose;
 mod ed25519;
 mod error;
@@ -63,7 +63,7 @@ pub type Hash = [u8; 32];
 
 pub use cose::{Sign1, COSE_ALG_EDDSA, COSE_SIGN1_TAG};
 pub use ed25519::{verify_signature, KeyError, PublicKey};
-pub use error::{ErrorCode, VerifyError};
+pub use error::{CborError, ErrorCode, VerifyError};
 pub use merkle::{
     empty_root, leaf_hash, node_hash, verify_inclusion, MerkleAccumulator, MAX_HEIGHT as MERKLE_MAX_HEIGHT,
 };

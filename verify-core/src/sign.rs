@@ -8,7 +8,6 @@ use alloc::vec::Vec;
 
 use ed25519_dalek::{Signer as _, SigningKey};
 
-use crate::cbor::{encode_head, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NINT, MAJOR_TAG, MAJOR_TEXT, MAJOR_UINT};
 use crate::cose::{COSE_ALG_EDDSA, COSE_SIGN1_TAG};
 use crate::record::{CallKind, EffectStatus, Escalation, Kind, TrustAction, Verdict, FORMAT_VERSION};
 use crate::Hash;
@@ -38,63 +37,7 @@ impl Signer {
     }
 }
 
-/// A writer of deterministic CBOR. Map keys must be written in canonical order by the
-/// caller (all record maps use small unsigned keys written in ascending order).
-#[derive(Clone, Debug, Default)]
-pub struct CborWriter {
-    /// The bytes written so far.
-    pub buf: Vec<u8>,
-}
-
-#[allow(missing_docs)]
-impl CborWriter {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    fn head(&mut self, major: u8, arg: u64) -> &mut Self {
-        let mut h = [0u8; 9];
-        let n = encode_head(major, arg, &mut h);
-        self.buf.extend_from_slice(h.get(..n).unwrap_or(&[]));
-        self
-    }
-    pub fn uint(&mut self, v: u64) -> &mut Self {
-        self.head(MAJOR_UINT, v)
-    }
-    pub fn int(&mut self, v: i64) -> &mut Self {
-        if v >= 0 {
-            self.head(MAJOR_UINT, v.unsigned_abs())
-        } else {
-            self.head(MAJOR_NINT, v.unsigned_abs().saturating_sub(1))
-        }
-    }
-    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.head(MAJOR_BYTES, b.len() as u64);
-        self.buf.extend_from_slice(b);
-        self
-    }
-    pub fn text(&mut self, s: &str) -> &mut Self {
-        self.head(MAJOR_TEXT, s.len() as u64);
-        self.buf.extend_from_slice(s.as_bytes());
-        self
-    }
-    pub fn array(&mut self, n: usize) -> &mut Self {
-        self.head(MAJOR_ARRAY, n as u64)
-    }
-    pub fn map(&mut self, n: usize) -> &mut Self {
-        self.head(MAJOR_MAP, n as u64)
-    }
-    pub fn tag(&mut self, t: u64) -> &mut Self {
-        self.head(MAJOR_TAG, t)
-    }
-    /// Appends bytes that are already encoded CBOR.
-    pub fn raw(&mut self, b: &[u8]) -> &mut Self {
-        self.buf.extend_from_slice(b);
-        self
-    }
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.buf
-    }
-}
+pub use crate::cbor::Writer as CborWriter;
 
 /// Encodes a list of (key, signature) entries, sorted by key as the format requires.
 fn key_sig_list(w: &mut CborWriter, entries: &[([u8; 32], [u8; 64])]) {

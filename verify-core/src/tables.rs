@@ -160,6 +160,23 @@ impl OwnedTables {
         }
     }
 
+    /// Bytes the tables for `c` take.
+    pub fn bytes_for(c: Capacity) -> u64 {
+        use core::mem::size_of;
+        let index = c.records.saturating_mul(8) / 7;
+        let streams = c.streams.saturating_mul(8) / 7;
+        [
+            c.records.saturating_mul(size_of::<RecordSlot>()),
+            index.saturating_mul(size_of::<u32>()),
+            c.intents.saturating_mul(size_of::<IntentSlot>()),
+            c.escalations.saturating_mul(size_of::<EscalationSlot>()),
+            c.keys.saturating_mul(size_of::<KeySlot>()),
+            streams.saturating_mul(size_of::<StreamSlot>()),
+        ]
+        .iter()
+        .fold(0u64, |a, &b| a.saturating_add(b as u64))
+    }
+
     /// Borrows the tables for one verification. Reusing them for another verification
     /// is fine: the verifier clears what it uses.
     pub fn tables(&mut self) -> Tables<'_> {

@@ -82,6 +82,10 @@ pub struct Verified {
     pub head: Hash,
     /// ESCALATEs neither approved nor denied by the end.
     pub open_escalations: u64,
+    /// ESCALATE decisions in all.
+    pub escalations: u64,
+    /// Distinct (signer, session) pairs.
+    pub streams: u64,
     /// Keys published by trust events, and how many were rotated away or revoked.
     pub keys_published: u64,
     /// See `keys_published`.
@@ -161,6 +165,8 @@ impl<'t> Verifier<'t> {
                 root: [0; 32],
                 head: [0; 32],
                 open_escalations: 0,
+                escalations: 0,
+                streams: 0,
                 keys_published: 0,
                 keys_retired: 0,
             },
@@ -229,6 +235,8 @@ impl<'t> Verifier<'t> {
         let mut s = self.summary;
         s.records = self.count;
         s.root = self.merkle.root();
+        s.escalations = u64::from(self.escalations);
+        s.streams = self.streams_used as u64;
         s.open_escalations = self
             .t
             .escalations

@@ -1,0 +1,196 @@
+//! Verifying a pack from any `std::io::Read` (feature `std`): unwraps the transport,
+//! sizes heap tables from the manifest's counts (bounded by a memory cap, since those
+//! counts are not yet authenticated), and streams the rest through [`PackReader`].
+#![allow(
+    clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
+    reason = "std-only module"
+)]
+
+use std::boxed::Box;
+use std::io::{self, Read};
+use std::vec;
+use std::vec::Vec;
+
+use verify_core::{Capacity, OwnedTables, Verifier, MAX_RECORD_SIZE};
+
+use crate::error::{PackCode, PackError};
+use crate::manifest::{Manifest, MAX_MANIFEST_SIZE};
+use crate::reader::{BlobSlot, Observer, PackBuffers, PackReader, PackSummary};
+use crate::tar::{self, BLOCK};
+use crate::transport::{self, Limits, Wrapper};
+
+/// Options for [`verify_reader`].
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyOptions {
+    /// Decompression limits for `.tar.zst` and `.tar.gz`.
+    pub limits: Limits,
+    /// Most bytes of verifier tables to allocate for the counts a manifest claims.
+    pub max_table_bytes: u64,
+    /// Read size.
+    pub chunk: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            limits: Limits::default(),
+            max_table_bytes: 4 << 30,
+            chunk: 256 << 10,
+        }
+    }
+}
+
+/// Why a pack could not be verified.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Reading failed (not the pack's fault): exit code 2 in the CLI.
+    Io(io::Error),
+    /// The pack is invalid: exit code 1 in the CLI.
+    Pack(Box<PackError>),
+}
+
+impl core::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StreamError::Io(e) => write!(f, "I/O error: {e}"),
+            StreamError::Pack(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// Table sizes for the counts a manifest claims, and the bytes they take.
+pub fn capacity_for(m: &Manifest, anchors: usize) -> (Capacity, u64) {
+    let c = Capacity {
+        records: usize::try_from(m.records).unwrap_or(usize::MAX).max(1),
+        intents: usize::try_from(m.per_kind[0]).unwrap_or(usize::MAX),
+        escalations: usize::try_from(m.escalations).unwrap_or(usize::MAX),
+        keys: anchors
+            .saturating_add(usize::try_from(m.per_kind[5]).unwrap_or(usize::MAX))
+            .saturating_add(1),
+        streams: usize::try_from(m.streams).unwrap_or(usize::MAX).max(1),
+    };
+    let bytes = OwnedTables::bytes_for(c).saturating_add(
+        m.blobs
+            .saturating_add(m.withheld)
+            .saturating_mul(core::mem::size_of::<BlobSlot>() as u64),
+    );
+    (c, bytes)
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(buf.get_mut(got..).unwrap_or(&mut [])) {
+            Ok(0) => break,
+            Ok(n) => got = got.saturating_add(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn io_error(e: io::Error, offset: u64) -> StreamError {
+    if e.kind() == io::ErrorKind::InvalidData {
+        let mut p = PackError::new(
+            PackCode::TransportInvalid,
+            offset,
+            "the transport wrapper is invalid or exceeds a limit",
+        );
+        p.transport = Some(std::format!("{e}"));
+        StreamError::Pack(Box::new(p))
+    } else {
+        StreamError::Io(e)
+    }
+}
+
+/// Verifies a pack read from `source` against `anchors`.
+pub fn verify_reader<R: Read, O: Observer>(
+    source: R,
+    anchors: &[[u8; 32]],
+    opts: &VerifyOptions,
+    obs: &mut O,
+) -> Result<(Wrapper, PackSummary), StreamError> {
+    let (wrapper, mut input) = transport::open(source, opts.limits).map_err(|e| io_error(e, 0))?;
+    // The first header and the manifest tell how large the tables must be.
+    let mut prefix = vec![0u8; BLOCK.saturating_add(MAX_MANIFEST_SIZE)];
+    let got = read_full(&mut input, &mut prefix).map_err(|e| io_error(e, 0))?;
+    prefix.truncate(got);
+    let manifest = prefix
+        .get(..BLOCK)
+        .and_then(|h| <&[u8; BLOCK]>::try_from(h).ok())
+        .and_then(|h| {
+            let header = tar::decode(h).ok()?;
+            let size = usize::try_from(header.size).ok()?;
+            if header.name() != "manifest.cbor" || size > MAX_MANIFEST_SIZE {
+                return None;
+            }
+            Manifest::decode(prefix.get(BLOCK..BLOCK.saturating_add(size))?)
+                .ok()
+                .map(|(m, _)| m)
+        });
+    let (capacity, blobs) = match &manifest {
+        Some(m) => {
+            let (c, bytes) = capacity_for(m, anchors.len());
+            if bytes > opts.max_table_bytes {
+                let mut e = PackError::new(
+                    PackCode::CapacityExceeded,
+                    0,
+                    "the manifest claims more records than the memory cap allows (raise --max-memory)",
+                );
+                e.needed = Some(bytes);
+                return Err(StreamError::Pack(Box::new(e)));
+            }
+            (
+                c,
+                usize::try_from(m.blobs.saturating_add(m.withheld)).unwrap_or(usize::MAX),
+            )
+        }
+        // The reader will report what is wrong with the first entry.
+        None => (
+            Capacity {
+                records: 1,
+                intents: 0,
+                escalations: 0,
+                keys: anchors.len().max(1),
+                streams: 1,
+            },
+            0,
+        ),
+    };
+    let mut tables = OwnedTables::new(capacity);
+    let verifier = Verifier::new(anchors, tables.tables()).map_err(|e| {
+        let mut p = PackError::new(PackCode::CapacityExceeded, 0, "the trust anchors could not be loaded");
+        p.transport = Some(std::format!("{e:?}"));
+        StreamError::Pack(Box::new(p))
+    })?;
+    let mut record_buf = vec![0u8; MAX_RECORD_SIZE];
+    let mut blob_table: Vec<BlobSlot> = vec![BlobSlot::default(); blobs];
+    let mut reader = PackReader::new(
+        verifier,
+        PackBuffers {
+            record: &mut record_buf,
+            blobs: &mut blob_table,
+        },
+    );
+    reader.feed(&prefix, obs).map_err(|e| StreamError::Pack(Box::new(e)))?;
+    let mut buf = vec![0u8; opts.chunk.max(BLOCK)];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(e, reader.offset())),
+        };
+        reader
+            .feed(buf.get(..n).unwrap_or(&[]), obs)
+            .map_err(|e| StreamError::Pack(Box::new(e)))?;
+    }
+    reader
+        .finish()
+        .map(|s| (wrapper, s))
+        .map_err(|e| StreamError::Pack(Box::new(e)))
+}
