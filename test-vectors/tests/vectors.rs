@@ -140,3 +140,38 @@ fn committed_vectors_are_exactly_what_the_generator_writes() {
     }
     fs::remove_dir_all(&base).ok();
 }
+
+#[test]
+fn every_pack_vector_reaches_its_expected_verdict() {
+    use helm_test_vectors::packs::{PackExpectation, PackVector};
+    let dir = vectors_dir().join("packs");
+    let index: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let packs: Vec<PackVector> = serde_json::from_value(index["packs"].clone()).unwrap();
+    assert!(packs.len() >= 20, "{} pack vectors", packs.len());
+    let mut failures = Vec::new();
+    for v in &packs {
+        let bytes = fs::read(dir.join(&v.file)).unwrap();
+        let anchors: Vec<[u8; 32]> = v
+            .anchors
+            .iter()
+            .map(|a| hex::decode(a).unwrap().try_into().unwrap())
+            .collect();
+        let got =
+            match pack_format::verify_reader(&bytes[..], &anchors, &Default::default(), &mut pack_format::NoObserver) {
+                Ok((_, s)) => PackExpectation::Accept {
+                    records: s.verified.records,
+                    root: hex::encode(s.verified.root),
+                },
+                Err(pack_format::StreamError::Pack(e)) => PackExpectation::Reject {
+                    error: e.code_name().into(),
+                },
+                Err(pack_format::StreamError::Io(e)) => PackExpectation::Reject {
+                    error: format!("IO {e}"),
+                },
+            };
+        if got != v.expect {
+            failures.push(format!("{} ({}): expected {:?}, got {got:?}", v.id, v.file, v.expect));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

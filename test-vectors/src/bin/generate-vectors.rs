@@ -1767,6 +1767,7 @@ fn main() -> ExitCode {
             "format": "helm-test-vectors/1",
             "records": index,
             "ed25519": "ed25519/strict-verdicts.json",
+            "packs": "packs/index.json",
         }))
         .map_err(|e| e.to_string())?
             + "\n";
@@ -1776,6 +1777,14 @@ fn main() -> ExitCode {
             ed25519_vectors(&helm_test_vectors::vectors_dir())?,
         )
         .map_err(|e| e.to_string())?;
+        let packs = helm_test_vectors::packs::generate(&dir);
+        let packs_index = serde_json::to_string_pretty(&serde_json::json!({
+            "format": "helm-pack-vectors/1",
+            "packs": packs,
+        }))
+        .map_err(|e| e.to_string())?
+            + "\n";
+        out.write("packs/index.json", packs_index).map_err(|e| e.to_string())?;
         out.write(
             "keys/test-keys.json",
             serde_json::to_string_pretty(&serde_json::json!({
