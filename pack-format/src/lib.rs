@@ -40,6 +40,8 @@ extern crate std;
 
 mod error;
 mod manifest;
+#[cfg(feature = "std")]
+mod parallel;
 mod reader;
 #[cfg(feature = "std")]
 mod stream;

@@ -8,7 +8,8 @@
 use sha2::{Digest, Sha256};
 use verify_core::cbor::Reader;
 use verify_core::{
-    Body, ErrorCode, Hash, MerkleAccumulator, Record, Sign1, Verified, Verifier, VerifyError, ROLE_KERNEL,
+    Body, ErrorCode, Hash, MerkleAccumulator, Record, Sign1, SignatureCheck, Verified, Verifier, VerifyError,
+    ROLE_KERNEL,
 };
 
 use crate::error::{PackCode, PackError};
@@ -48,6 +49,12 @@ pub trait Observer {
     fn blob(&mut self, _name: &Hash, _size: u64) {}
     /// Bytes consumed so far (for progress reports).
     fn progress(&mut self, _offset: u64) {}
+    /// A signature check already computed for record `index` (for example on another
+    /// core); `None` to have the reader verify it. Checks are bound to the record's hash,
+    /// so a wrong answer can only cost time, never accept a bad record.
+    fn precheck(&mut self, _index: u64, _record: &[u8]) -> Option<SignatureCheck> {
+        None
+    }
 }
 
 /// An observer that ignores everything.
@@ -169,7 +176,7 @@ pub fn blob_reference(body: &Body<'_>) -> Option<Hash> {
 
 /// The length of the record at the start of `buf`, from its heads alone:
 /// `Ok(None)` if more bytes are needed to tell.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     let mut pos = 0usize;
     // (expected major, expected argument or None for a length to skip)
     let steps: [(u8, Option<u64>); 6] = [
@@ -588,9 +595,10 @@ impl<'t> PackReader<'t> {
         if self.segment_records >= SEGMENT_RECORDS {
             return Err(self.fail(PackCode::SegmentInvalid, "a segment holds more than 16384 records"));
         }
+        let check = obs.precheck(index, bytes);
         let rec = self
             .verifier
-            .push(bytes)
+            .push_checked(bytes, check.as_ref())
             .map_err(|e| PackError::record(e, self.offset).at_entry(self.entry, self.name()))?;
         self.segment_records = self.segment_records.saturating_add(1);
         if let Some(name) = blob_reference(&rec.body) {

@@ -8,6 +8,7 @@
 )]
 
 use std::boxed::Box;
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::vec;
 use std::vec::Vec;
@@ -16,6 +17,7 @@ use verify_core::{Capacity, OwnedTables, Verifier, MAX_RECORD_SIZE};
 
 use crate::error::{PackCode, PackError};
 use crate::manifest::{Manifest, MAX_MANIFEST_SIZE};
+use crate::parallel::{Checks, Preframer, WithChecks};
 use crate::reader::{BlobSlot, Observer, PackBuffers, PackReader, PackSummary};
 use crate::tar::{self, BLOCK};
 use crate::transport::{self, Limits, Wrapper};
@@ -29,6 +31,9 @@ pub struct VerifyOptions {
     pub max_table_bytes: u64,
     /// Read size.
     pub chunk: usize,
+    /// Threads checking signatures besides the reader (0 or 1: the reader alone checks
+    /// them, on one core).
+    pub workers: usize,
 }
 
 impl Default for VerifyOptions {
@@ -37,6 +42,7 @@ impl Default for VerifyOptions {
             limits: Limits::default(),
             max_table_bytes: 4 << 30,
             chunk: 256 << 10,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -105,6 +111,63 @@ fn io_error(e: io::Error, offset: u64) -> StreamError {
     } else {
         StreamError::Io(e)
     }
+}
+
+/// Below this many records a pack is verified on one thread.
+const PARALLEL_MIN_RECORDS: u64 = 1024;
+
+/// Chunks read ahead of the reader, so that workers always have records to check.
+const LOOKAHEAD: usize = 8;
+
+/// Feeds `reader` while worker threads check signatures ahead of it.
+fn feed_parallel<O: Observer>(
+    reader: &mut PackReader<'_>,
+    prefix: Vec<u8>,
+    input: &mut dyn Read,
+    opts: &VerifyOptions,
+    obs: &mut O,
+) -> Result<(), StreamError> {
+    std::thread::scope(|scope| {
+        let mut checks = Checks::start(scope, opts.workers);
+        let mut frames = Preframer::new();
+        let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut found = Vec::new();
+        frames.feed(&prefix, &mut found);
+        checks.submit(core::mem::take(&mut found));
+        pending.push_back(prefix);
+        let mut eof = false;
+        let result = loop {
+            while !eof && pending.len() < LOOKAHEAD {
+                let mut buf = vec![0u8; opts.chunk.max(BLOCK)];
+                let n = match read_full(input, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        checks.stop();
+                        return Err(io_error(e, reader.offset()));
+                    }
+                };
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+                buf.truncate(n);
+                frames.feed(&buf, &mut found);
+                checks.submit(core::mem::take(&mut found));
+                pending.push_back(buf);
+            }
+            checks.flush();
+            let Some(chunk) = pending.pop_front() else { break Ok(()) };
+            let mut with = WithChecks {
+                inner: &mut *obs,
+                checks: &mut checks,
+            };
+            if let Err(e) = reader.feed(&chunk, &mut with) {
+                break Err(StreamError::Pack(Box::new(e)));
+            }
+        };
+        checks.stop();
+        result
+    })
 }
 
 /// Verifies a pack read from `source` against `anchors`.
@@ -176,18 +239,24 @@ pub fn verify_reader<R: Read, O: Observer>(
             blobs: &mut blob_table,
         },
     );
-    reader.feed(&prefix, obs).map_err(|e| StreamError::Pack(Box::new(e)))?;
-    let mut buf = vec![0u8; opts.chunk.max(BLOCK)];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(e, reader.offset())),
-        };
-        reader
-            .feed(buf.get(..n).unwrap_or(&[]), obs)
-            .map_err(|e| StreamError::Pack(Box::new(e)))?;
+    // Threads pay off only for packs with more than a few records.
+    let records = manifest.as_ref().map_or(0, |m| m.records);
+    if opts.workers <= 1 || records < PARALLEL_MIN_RECORDS {
+        reader.feed(&prefix, obs).map_err(|e| StreamError::Pack(Box::new(e)))?;
+        let mut buf = vec![0u8; opts.chunk.max(BLOCK)];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_error(e, reader.offset())),
+            };
+            reader
+                .feed(buf.get(..n).unwrap_or(&[]), obs)
+                .map_err(|e| StreamError::Pack(Box::new(e)))?;
+        }
+    } else {
+        feed_parallel(&mut reader, prefix, &mut input, opts, obs)?;
     }
     reader
         .finish()

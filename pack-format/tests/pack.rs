@@ -315,3 +315,30 @@ fn a_pack_whose_manifest_overstates_its_size_is_refused_before_allocating() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn parallel_and_single_threaded_verification_agree_on_a_multi_segment_pack() {
+    // About 18,000 records: two segments, enough to use the worker threads.
+    let run = sample_run(600, 10, 1000);
+    assert!(run.records.len() > pack_format::SEGMENT_RECORDS as usize);
+    let pack = write_run(&run, &[]).unwrap();
+    let one = VerifyOptions {
+        workers: 1,
+        ..VerifyOptions::default()
+    };
+    let two = VerifyOptions {
+        workers: 2,
+        ..VerifyOptions::default()
+    };
+    let a = verify_reader(&pack[..], &run.anchors, &one, &mut NoObserver).unwrap().1;
+    let b = verify_reader(&pack[..], &run.anchors, &two, &mut NoObserver).unwrap().1;
+    assert_eq!(a, b);
+    assert_eq!(a.manifest.segments, 2);
+    // A flipped byte deep in the second segment: the same error either way.
+    let mut bad = pack.clone();
+    let second = find(&pack, b"records/000001.cbor") + 512 + 100_000;
+    bad[second] ^= 0x04;
+    let e1 = verify_reader(&bad[..], &run.anchors, &one, &mut NoObserver).unwrap_err();
+    let e2 = verify_reader(&bad[..], &run.anchors, &two, &mut NoObserver).unwrap_err();
+    assert_eq!(e1.to_string(), e2.to_string());
+}

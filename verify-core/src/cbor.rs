@@ -17,7 +17,8 @@
 
 use crate::error::CborError;
 
-/// Deepest nesting accepted inside ignorable extension values.
+/// Deepest nesting accepted in any payload value (only extension values and claims nest
+/// freely; the defined fields are shallower).
 pub const MAX_DEPTH: u8 = 8;
 
 /// CBOR major type.
@@ -146,8 +147,14 @@ impl<'a> Reader<'a> {
         Ok(arg)
     }
 
+    /// A length or count. Every byte or element takes at least one byte, so one larger
+    /// than what remains is truncated input: the same verdict on 32- and 64-bit targets.
     fn len(&mut self, major: u8) -> Result<usize, CborError> {
         let arg = self.expect(major)?;
+        let remaining = self.buf.len().saturating_sub(self.pos) as u64;
+        if arg > remaining {
+            return Err(CborError::Truncated);
+        }
         usize::try_from(arg).map_err(|_| CborError::Truncated)
     }
 
@@ -219,9 +226,16 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         let (major, arg) = self.head()?;
+        let remaining = self.buf.len().saturating_sub(self.pos) as u64;
+        if matches!(major, MAJOR_BYTES | MAJOR_TEXT | MAJOR_ARRAY | MAJOR_MAP) && arg > remaining {
+            return Err(CborError::Truncated);
+        }
         let depth = depth.saturating_add(1);
         match major {
-            MAJOR_UINT | MAJOR_NINT | MAJOR_SIMPLE => {}
+            MAJOR_UINT | MAJOR_NINT => {}
+            // false, true, null; no `undefined`, no unassigned simple values.
+            MAJOR_SIMPLE if (20..=22).contains(&arg) => {}
+            MAJOR_SIMPLE => return Err(CborError::Unsupported),
             MAJOR_BYTES => {
                 let n = usize::try_from(arg).map_err(|_| CborError::Truncated)?;
                 self.take(n)?;

@@ -99,7 +99,9 @@ error_codes! {
     SignatureInvalid = (201, 2, "SIGNATURE_INVALID"),
     /// The signing key holds no role that may sign this kind of record.
     RoleNotPermitted = (202, 2, "ROLE_NOT_PERMITTED"),
-    /// A record signed by a rotated or revoked key after its cut-off checkpoint.
+    /// A record signed by a key after the TRUST_EVENT that rotated or revoked it. (Records
+    /// between the cut-off checkpoint and that event fail at the event, with
+    /// `REVOCATION_CUTOFF_VIOLATED`.)
     KeyRevoked = (203, 2, "KEY_REVOKED"),
     /// A published key is not a canonical encoding of a point of prime order.
     TrustKeyInvalid = (204, 2, "TRUST_KEY_INVALID"),

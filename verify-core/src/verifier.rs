@@ -54,6 +54,34 @@ pub fn checkpoint_challenge(count: u64, root: &Hash) -> ([u8; 64], usize) {
     (out, len)
 }
 
+/// A record's signature checked against the key its `kid` names, ahead of the
+/// sequential rules: signature checks are independent of each other, so they can run on
+/// every core while [`Verifier::push_checked`] applies the rules in order. Bound to the
+/// record's hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignatureCheck {
+    hash: Hash,
+    valid: bool,
+}
+
+impl SignatureCheck {
+    /// Checks the signature of the record in `bytes` under the key its `kid` names, with
+    /// the rules of spec/ed25519.md. Malformed records give a failed check (the verifier
+    /// reports the decoding error itself).
+    pub fn compute(bytes: &[u8]) -> SignatureCheck {
+        let hash = crate::record::sha256(bytes);
+        let valid = bytes.len() <= crate::record::MAX_RECORD_SIZE
+            && crate::cose::Sign1::decode(bytes)
+                .is_ok_and(|env| PublicKey::for_verification(&env.kid).is_ok_and(|pk| env.verify(&pk)));
+        SignatureCheck { hash, valid }
+    }
+
+    /// The record hash the check is bound to.
+    pub fn hash(&self) -> &Hash {
+        &self.hash
+    }
+}
+
 /// Why a verifier could not be set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetupError {
@@ -201,6 +229,18 @@ impl<'t> Verifier<'t> {
     /// `bytes`) so the caller can report on it. After the first error every later call
     /// returns that error: a verifier never resumes past a broken rule.
     pub fn push<'b>(&mut self, bytes: &'b [u8]) -> Result<Record<'b>, VerifyError> {
+        self.push_checked(bytes, None)
+    }
+
+    /// Like [`Verifier::push`], with the signature already checked by
+    /// [`SignatureCheck::compute`] (for example on another core). The check is bound to
+    /// the record's hash: a check for other bytes is ignored and the signature verified
+    /// here, so a wrong or stale check can never make a record pass.
+    pub fn push_checked<'b>(
+        &mut self,
+        bytes: &'b [u8],
+        check: Option<&SignatureCheck>,
+    ) -> Result<Record<'b>, VerifyError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -214,7 +254,10 @@ impl<'t> Verifier<'t> {
                     "record does not decode",
                 )
             })
-            .and_then(|rec| self.check_and_apply(&rec).map(|()| rec));
+            .and_then(|rec| {
+                let pre = check.filter(|c| c.hash == rec.hash).map(|c| c.valid);
+                self.check_and_apply(&rec, pre).map(|()| rec)
+            });
         match result {
             Ok(rec) => Ok(rec),
             Err(e) => {
@@ -296,7 +339,7 @@ impl<'t> Verifier<'t> {
         self.err(rec, (ErrorCode::CapacityExceeded, what))
     }
 
-    fn check_and_apply(&mut self, rec: &Record<'_>) -> Result<(), VerifyError> {
+    fn check_and_apply(&mut self, rec: &Record<'_>, signature_valid: Option<bool>) -> Result<(), VerifyError> {
         let index = self.count;
         let pos = u32::try_from(index)
             .ok()
@@ -317,7 +360,7 @@ impl<'t> Verifier<'t> {
         let pk = key
             .key
             .ok_or_else(|| self.err(rec, (ErrorCode::KeyUnknown, "signing key slot is empty")))?;
-        if !rec.envelope().verify(&pk) {
+        if !signature_valid.unwrap_or_else(|| rec.envelope().verify(&pk)) {
             return Err(self.err(rec, (ErrorCode::SignatureInvalid, "Ed25519 signature does not verify")));
         }
         if key.revoked {

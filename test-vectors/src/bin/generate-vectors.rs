@@ -366,7 +366,7 @@ fn valid_vectors(v: &mut Vectors<'_>) {
     let i = c.push(
         k,
         Kind::Intent,
-        body::intent("shell", CallKind::Text, &commitment(b"salt", b"ls -la")),
+        body::intent("shell", CallKind::Text, &commitment(b"sixteen-byte-sal", b"ls -la")),
         &[],
         S1,
     );
@@ -378,8 +378,8 @@ fn valid_vectors(v: &mut Vectors<'_>) {
             status: EffectStatus::Failed,
             tool: "shell",
             call_kind: CallKind::Text,
-            args: commitment(b"salt", b"ls -la"),
-            output: commitment(b"salt2", b"permission denied"),
+            args: commitment(b"sixteen-byte-sal", b"ls -la"),
+            output: commitment(b"another-16-bytes", b"permission denied"),
             executor: "sandbox",
             meters: &[],
         }),
@@ -679,6 +679,20 @@ fn rule1_vectors(v: &mut Vectors<'_>) {
         "The Lamport clock is a negative integer.",
         "SCHEMA_INVALID_VALUE",
         &|f| f[3].1 = vec![0x20],
+    );
+    surgery(
+        v,
+        "rule1/undefined-in-extension",
+        "The ignorable extension map holds `undefined` (0xf7); only false, true and null are simple values of the format.",
+        "CBOR_NON_CANONICAL",
+        &|f| f.push((9, vec![0xa1, 0x61, b'x', 0xf7])),
+    );
+    surgery(
+        v,
+        "rule1/count-beyond-input",
+        "The parents array declares 2^32 elements: more than the bytes that remain, so truncated on any word size.",
+        "CBOR_MALFORMED",
+        &|f| f[2].1 = vec![0x9b, 0, 0, 0, 1, 0, 0, 0, 0],
     );
     surgery(
         v,

@@ -1,0 +1,264 @@
+//! Signature checks on every core (feature `std`).
+//!
+//! Signature verification dominates the cost of a pack, and each record's check needs
+//! only its own bytes (the `kid` is the public key). A light pre-framer finds the records
+//! in the chunks read, worker threads compute [`SignatureCheck`]s, and the sequential
+//! [`crate::PackReader`] asks for them through [`Observer::precheck`]. The pre-framer
+//! trusts nothing: if it loses track of the archive it stops, and the reader verifies
+//! the remaining signatures itself. A check is bound to the record hash, so the result
+//! is exactly that of a single-threaded run.
+#![allow(
+    clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
+    reason = "std-only module"
+)]
+
+use std::collections::HashMap;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::vec::Vec;
+
+use verify_core::{Hash, Record, SignatureCheck};
+
+use crate::reader::{frame_len, Observer};
+use crate::tar::{self, BLOCK};
+
+/// Records with their stream index, as sent to a worker.
+type Job = Vec<(u64, Vec<u8>)>;
+
+/// Records per job sent to a worker.
+const BATCH: usize = 64;
+
+enum Frame {
+    Header,
+    Data { remaining: u64, size: u64, segment: bool },
+    Padding(u64),
+    Stop,
+}
+
+/// Finds record bytes in a stream of tar chunks, leniently.
+pub(crate) struct Preframer {
+    state: Frame,
+    header: Vec<u8>,
+    record: Vec<u8>,
+    next_index: u64,
+}
+
+impl Preframer {
+    pub(crate) fn new() -> Preframer {
+        Preframer {
+            state: Frame::Header,
+            header: Vec::with_capacity(BLOCK),
+            record: Vec::new(),
+            next_index: 0,
+        }
+    }
+
+    /// Records completed by `chunk`, with their indices.
+    pub(crate) fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<(u64, Vec<u8>)>) {
+        while !chunk.is_empty() {
+            match self.state {
+                Frame::Stop => return,
+                Frame::Header => {
+                    let n = BLOCK.saturating_sub(self.header.len()).min(chunk.len());
+                    let (head, rest) = chunk.split_at(n);
+                    self.header.extend_from_slice(head);
+                    chunk = rest;
+                    if self.header.len() == BLOCK {
+                        let block: Option<&[u8; BLOCK]> = self.header.as_slice().try_into().ok();
+                        self.state = match block.map(tar::decode) {
+                            Some(Ok(h)) if h.size == 0 => Frame::Header,
+                            Some(Ok(h)) => Frame::Data {
+                                remaining: h.size,
+                                size: h.size,
+                                segment: h.name().starts_with("records/"),
+                            },
+                            _ => Frame::Stop,
+                        };
+                        self.header.clear();
+                    }
+                }
+                Frame::Data {
+                    remaining,
+                    size,
+                    segment,
+                } => {
+                    let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk.len());
+                    let (data, rest) = chunk.split_at(n);
+                    chunk = rest;
+                    if segment {
+                        self.frame(data, out);
+                        if matches!(self.state, Frame::Stop) {
+                            return;
+                        }
+                    }
+                    let left = remaining.saturating_sub(n as u64);
+                    self.state = if left > 0 {
+                        Frame::Data {
+                            remaining: left,
+                            size,
+                            segment,
+                        }
+                    } else if !self.record.is_empty() {
+                        Frame::Stop
+                    } else {
+                        let pad = (BLOCK as u64).wrapping_sub(size.checked_rem(BLOCK as u64).unwrap_or(0));
+                        Frame::Padding(pad.checked_rem(BLOCK as u64).unwrap_or(0))
+                    };
+                }
+                Frame::Padding(left) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
+                    chunk = chunk.get(n..).unwrap_or(&[]);
+                    let left = left.saturating_sub(n as u64);
+                    self.state = if left == 0 { Frame::Header } else { Frame::Padding(left) };
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, mut data: &[u8], out: &mut Vec<(u64, Vec<u8>)>) {
+        while !data.is_empty() {
+            // Read heads first (a few bytes), then the exact remainder of the record.
+            let want = match frame_len(&self.record) {
+                Ok(Some(n)) => n,
+                Ok(None) => self.record.len().saturating_add(16),
+                Err(()) => {
+                    self.state = Frame::Stop;
+                    return;
+                }
+            };
+            if want > verify_core::MAX_RECORD_SIZE {
+                self.state = Frame::Stop;
+                return;
+            }
+            let n = want.saturating_sub(self.record.len()).min(data.len());
+            let (head, rest) = data.split_at(n);
+            self.record.extend_from_slice(head);
+            data = rest;
+            if let Ok(Some(total)) = frame_len(&self.record) {
+                if total == self.record.len() {
+                    out.push((self.next_index, core::mem::take(&mut self.record)));
+                    self.next_index = self.next_index.saturating_add(1);
+                }
+            }
+        }
+    }
+}
+
+/// Worker threads computing signature checks, and the answers in index order.
+pub(crate) struct Checks {
+    jobs: Option<Sender<Job>>,
+    results: Receiver<Vec<(u64, SignatureCheck)>>,
+    ready: HashMap<u64, SignatureCheck>,
+    dispatched: u64,
+    batch: Job,
+}
+
+impl Checks {
+    /// Starts `workers` threads inside `scope`.
+    pub(crate) fn start<'scope>(scope: &'scope std::thread::Scope<'scope, '_>, workers: usize) -> Checks {
+        let (job_tx, job_rx) = channel::<Job>();
+        let (res_tx, res_rx) = channel();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for _ in 0..workers.max(1) {
+            let jobs = Arc::clone(&job_rx);
+            let results = res_tx.clone();
+            scope.spawn(move || loop {
+                let job = match jobs.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let done: Vec<(u64, SignatureCheck)> = job
+                    .iter()
+                    .map(|(i, bytes)| (*i, SignatureCheck::compute(bytes)))
+                    .collect();
+                if results.send(done).is_err() {
+                    return;
+                }
+            });
+        }
+        Checks {
+            jobs: Some(job_tx),
+            results: res_rx,
+            ready: HashMap::new(),
+            dispatched: 0,
+            batch: Vec::new(),
+        }
+    }
+
+    /// Queues records for checking.
+    pub(crate) fn submit(&mut self, records: Vec<(u64, Vec<u8>)>) {
+        for r in records {
+            self.batch.push(r);
+            if self.batch.len() >= BATCH {
+                self.flush();
+            }
+        }
+    }
+
+    /// Sends a partial batch (before the reader needs it).
+    pub(crate) fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = core::mem::take(&mut self.batch);
+        if let Some(last) = batch.last() {
+            self.dispatched = self.dispatched.max(last.0.saturating_add(1));
+        }
+        if let Some(tx) = &self.jobs {
+            if tx.send(batch).is_err() {
+                self.jobs = None;
+            }
+        }
+    }
+
+    /// The check for `index`, waiting for a worker if it was dispatched.
+    fn get(&mut self, index: u64) -> Option<SignatureCheck> {
+        if index >= self.dispatched {
+            self.flush();
+            if index >= self.dispatched {
+                return None;
+            }
+        }
+        loop {
+            if let Some(c) = self.ready.remove(&index) {
+                // The verifier ignores a check whose hash is not the record's.
+                return Some(c);
+            }
+            match self.results.recv() {
+                Ok(done) => self.ready.extend(done),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Stops the workers.
+    pub(crate) fn stop(&mut self) {
+        self.jobs = None;
+    }
+}
+
+/// Passes notifications to the caller's observer and answers prechecks from workers.
+pub(crate) struct WithChecks<'a, O> {
+    pub(crate) inner: &'a mut O,
+    pub(crate) checks: &'a mut Checks,
+}
+
+impl<O: Observer> Observer for WithChecks<'_, O> {
+    fn record(&mut self, index: u64, record: &Record<'_>) {
+        self.inner.record(index, record);
+    }
+    fn withheld(&mut self, name: &Hash) {
+        self.inner.withheld(name);
+    }
+    fn blob(&mut self, name: &Hash, size: u64) {
+        self.inner.blob(name, size);
+    }
+    fn progress(&mut self, offset: u64) {
+        self.inner.progress(offset);
+    }
+    fn precheck(&mut self, index: u64, _record: &[u8]) -> Option<SignatureCheck> {
+        self.checks.get(index)
+    }
+}
