@@ -1800,6 +1800,16 @@ fn main() -> ExitCode {
             + "\n";
         out.write("packs/index.json", packs_index).map_err(|e| e.to_string())?;
         out.write(
+            "keys/trust-root.json",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "format": "helm-trust-root/1",
+                "anchors": [{ "name": "root-1 (PUBLIC TEST KEY)", "key": format!("ed25519:{}", hex::encode(world.root.public_key())) }],
+            }))
+            .map_err(|e| e.to_string())?
+                + "\n",
+        )
+        .map_err(|e| e.to_string())?;
+        out.write(
             "keys/test-keys.json",
             serde_json::to_string_pretty(&serde_json::json!({
                 "warning": "TEST KEYS ONLY. Seeds are SHA-256 of public strings; never use them for anything real.",
