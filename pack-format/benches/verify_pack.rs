@@ -45,7 +45,9 @@ impl pack_format::Observer for Signatures {
     fn record(&mut self, _index: u64, record: &verify_core::Record<'_>) {
         self.0 += 1 + match record.body {
             verify_core::Body::Approval { approvals } => approvals.len() as u64,
-            verify_core::Body::Checkpoint { cosignatures: Some(c), .. } => c.len() as u64,
+            verify_core::Body::Checkpoint {
+                cosignatures: Some(c), ..
+            } => c.len() as u64,
             _ => 0,
         };
     }
@@ -54,11 +56,19 @@ impl pack_format::Observer for Signatures {
 /// Child mode: verify one file, print "records signatures seconds peak_kib".
 fn child(path: &Path, workers: usize, anchor: [u8; 32]) {
     let file = std::fs::File::open(path).unwrap();
-    let opts = VerifyOptions { workers, ..VerifyOptions::default() };
+    let opts = VerifyOptions {
+        workers,
+        ..VerifyOptions::default()
+    };
     let mut sigs = Signatures::default();
     let start = Instant::now();
-    let (_, summary) = verify_reader(std::io::BufReader::with_capacity(1 << 20, file), &[anchor], &opts, &mut sigs)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, summary) = verify_reader(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        &[anchor],
+        &opts,
+        &mut sigs,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let secs = start.elapsed().as_secs_f64();
     println!("{} {} {secs} {}", summary.verified.records, sigs.0, peak_rss_kib());
 }
@@ -75,7 +85,10 @@ fn pack_files(records: usize) -> (PathBuf, PathBuf, [u8; 32], u64) {
     let zst = dir().join(format!("run-{records}.tar.zst"));
     let anchor = helm_test_vectors::test_key("root-1").public_key();
     if !plain.exists() || !zst.exists() {
-        eprintln!("generating a pack of ~{records} records (once; cached in {})", dir().display());
+        eprintln!(
+            "generating a pack of ~{records} records (once; cached in {})",
+            dir().display()
+        );
         // ~3.2 records per call, 10 calls per session, a checkpoint every 10,000 records.
         let sessions = (records / 32).max(1);
         let run = helm_test_vectors::sample_run(sessions, 10, 10_000);
@@ -105,12 +118,21 @@ fn run_child(path: &Path, workers: usize, cpus: &str) -> (u64, u64, f64, u64) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let f: Vec<&str> = text.split_whitespace().collect();
-    (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap())
+    (
+        f[0].parse().unwrap(),
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
+    )
 }
 
 fn sha256sum_secs(path: &Path) -> f64 {
     let start = Instant::now();
-    let st = Command::new("taskset").args(["-c", "1", "sha256sum"]).arg(path).output().unwrap();
+    let st = Command::new("taskset")
+        .args(["-c", "1", "sha256sum"])
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(st.status.success());
     start.elapsed().as_secs_f64()
 }
@@ -131,8 +153,15 @@ fn raw_verify_rate(n: usize) -> f64 {
 
 fn main() {
     if let Ok(path) = std::env::var("HELM_BENCH_CHILD") {
-        let workers = std::env::var("HELM_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
-        child(Path::new(&path), workers, helm_test_vectors::test_key("root-1").public_key());
+        let workers = std::env::var("HELM_BENCH_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(1);
+        child(
+            Path::new(&path),
+            workers,
+            helm_test_vectors::test_key("root-1").public_key(),
+        );
         return;
     }
     if std::env::args().any(|a| a == "--list") {
@@ -143,8 +172,14 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let runs: usize = std::env::var("HELM_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    println!("pack verification benchmark: {runs} runs per figure, medians; machine: {} cores", std::thread::available_parallelism().map_or(1, usize::from));
+    let runs: usize = std::env::var("HELM_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    println!(
+        "pack verification benchmark: {runs} runs per figure, medians; machine: {} cores",
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
     println!("one core = taskset -c 1 with workers=1; two cores = taskset -c 0,1 with 2 signature workers");
     for size in sizes {
         let (plain, zst, _anchor, records) = pack_files(size);
@@ -179,15 +214,39 @@ fn main() {
         let (one, two, one_z, two_z, sha) = (median(one), median(two), median(one_z), median(two_z), median(sha));
         println!();
         println!("pack: {records} records, {mb:.1} MB plain, {zmb:.1} MB .tar.zst");
-        println!("  baseline sha256sum (1 core)     {:>10.1} MB/s   ({sha:.3} s)", mb / sha);
+        println!(
+            "  baseline sha256sum (1 core)     {:>10.1} MB/s   ({sha:.3} s)",
+            mb / sha
+        );
         println!("  baseline raw verify_strict       {raw:>10.0} sig/s (1 core)");
         let sig_rate = signatures as f64 / one;
         println!("  signatures in the pack           {signatures:>10} ({:.3} per record: approvers' signatures inside APPROVALs)", signatures as f64 / records as f64);
-        println!("  verify plain, 1 core            {:>10.0} rec/s  {:>7.1} MB/s  {sig_rate:>8.0} sig/s", rate(one), mb / one);
-        println!("    ratio to raw verify rate       records {:.3}, signatures {:.3} (goal >= 0.9)", rate(one) / raw, sig_rate / raw);
-        println!("  verify plain, 2 cores           {:>10.0} rec/s  {:>7.1} MB/s  speed-up {:.2}x", rate(two), mb / two, one / two);
-        println!("  verify zstd, 1 core             {:>10.0} rec/s  {:>7.1} MB/s (compressed)", rate(one_z), zmb / one_z);
-        println!("  verify zstd, 2 cores            {:>10.0} rec/s  speed-up {:.2}x", rate(two_z), one_z / two_z);
+        println!(
+            "  verify plain, 1 core            {:>10.0} rec/s  {:>7.1} MB/s  {sig_rate:>8.0} sig/s",
+            rate(one),
+            mb / one
+        );
+        println!(
+            "    ratio to raw verify rate       records {:.3}, signatures {:.3} (goal >= 0.9)",
+            rate(one) / raw,
+            sig_rate / raw
+        );
+        println!(
+            "  verify plain, 2 cores           {:>10.0} rec/s  {:>7.1} MB/s  speed-up {:.2}x",
+            rate(two),
+            mb / two,
+            one / two
+        );
+        println!(
+            "  verify zstd, 1 core             {:>10.0} rec/s  {:>7.1} MB/s (compressed)",
+            rate(one_z),
+            zmb / one_z
+        );
+        println!(
+            "  verify zstd, 2 cores            {:>10.0} rec/s  speed-up {:.2}x",
+            rate(two_z),
+            one_z / two_z
+        );
         println!("  peak memory (VmHWM, max of runs) {:>9.1} MiB", peak as f64 / 1024.0);
     }
 }

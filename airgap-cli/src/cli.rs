@@ -1,0 +1,430 @@
+//! Command-line flags, parsed in one place into a typed configuration.
+//!
+//! clap reads the flags; [`parse`] checks the combinations clap cannot express and
+//! returns a [`Command`] whose fields need no further validation by the subcommands.
+//! Usage errors are clap errors, so they print the same way and exit with status 2.
+
+use std::path::PathBuf;
+
+use clap::error::ErrorKind;
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use pack_format::transport::Wrapper;
+use verify_core::Hash;
+
+use crate::encoding::{hex32, parse_bytes};
+use crate::files::Input;
+use crate::keyfile::{check_name, check_role};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success (verify: the pack verified)
+  1  verification failed (the pack, or the input to export, is invalid)
+  2  usage error, unreadable input, I/O error, or a bad trust-root or key file";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "helm-airgap",
+    version,
+    about = "Verify, inspect and export HELM EvidencePacks offline. Contains no network code.",
+    after_help = EXIT_CODES,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Verify a pack against a trust root and report what it proves
+    #[command(after_help = EXIT_CODES)]
+    Verify(VerifyArgs),
+    /// List a pack's decision trees WITHOUT verifying anything
+    #[command(after_help = EXIT_CODES)]
+    Inspect(InspectArgs),
+    /// Write a canonical pack from records, blobs and a producer key (or a test sample)
+    #[command(after_help = EXIT_CODES)]
+    Export(ExportArgs),
+    /// Generate and show Ed25519 key files
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The pack: .tar, .tar.zst or .tar.gz (detected from its content), or - for standard input
+    #[arg(value_name = "PACK")]
+    pack: PathBuf,
+    /// Trust-root file (JSON, helm-trust-root/1) naming the anchors to trust
+    #[arg(long, value_name = "FILE")]
+    trust_root: PathBuf,
+    /// Print one JSON object instead of the report for people
+    #[arg(long)]
+    json: bool,
+    /// Most memory for verifier tables, which are sized from the manifest's counts before
+    /// they are authenticated; suffixes K, M, G, T are powers of 1024
+    #[arg(long, value_name = "BYTES", default_value = "4G", value_parser = parse_bytes)]
+    max_memory: u64,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The pack: .tar, .tar.zst or .tar.gz, or - for standard input
+    #[arg(value_name = "PACK")]
+    pack: PathBuf,
+    /// Print one JSON object instead of the listing for people
+    #[arg(long)]
+    json: bool,
+    /// Show only this session (and keep only its records in memory)
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+}
+
+/// Transport wrapper for `export --compress`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CompressArg {
+    /// A plain ustar archive (.tar)
+    None,
+    /// Zstandard (.tar.zst)
+    Zstd,
+    /// gzip (.tar.gz)
+    Gzip,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["records", "sample"])))]
+struct ExportArgs {
+    /// Where to write the pack (refused if it exists, unless --force)
+    #[arg(short = 'o', long = "out", value_name = "OUT")]
+    out: PathBuf,
+    /// Replace existing output files
+    #[arg(long)]
+    force: bool,
+    /// Transport wrapper [default: from OUT's suffix: .tar.zst, .tar.gz, else none]
+    #[arg(long, value_enum, value_name = "WRAPPER")]
+    compress: Option<CompressArg>,
+    /// Withhold this blob (64 lowercase hex digits) even if available; repeatable
+    #[arg(long, value_name = "HEX", value_parser = parse_hash)]
+    withhold: Vec<Hash>,
+    /// Records to export: a CBOR sequence (RFC 8742) in kernel order, or - for standard input
+    #[arg(long, value_name = "FILE")]
+    records: Option<PathBuf>,
+    /// Directory of blobs, each file named by the lowercase hex SHA-256 of its content
+    #[arg(long, value_name = "DIR", conflicts_with = "sample")]
+    blobs: Option<PathBuf>,
+    /// The producer's kernel key file (helm-key/1) that signs the manifest
+    #[arg(long, value_name = "KEYFILE", conflicts_with = "sample")]
+    key: Option<PathBuf>,
+    /// Trust root to verify the new pack against before writing it (required with --records)
+    #[arg(long, value_name = "FILE", conflicts_with = "sample")]
+    trust_root: Option<PathBuf>,
+    /// Write the pack without verifying it first
+    #[arg(long, conflicts_with_all = ["sample", "trust_root"])]
+    no_verify: bool,
+    /// Export a generated run of SESSIONS sessions signed with the PUBLIC TEST KEYS
+    #[arg(long, value_name = "SESSIONS", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sample: Option<u32>,
+    /// With --sample: also write the matching trust-root file
+    #[arg(long, value_name = "FILE", conflicts_with = "records")]
+    trust_root_out: Option<PathBuf>,
+    /// With --sample: also write the run's records as a CBOR sequence
+    #[arg(long, value_name = "FILE", conflicts_with = "records")]
+    records_out: Option<PathBuf>,
+    /// With --sample: also write the run's blobs into DIR, named by their SHA-256
+    #[arg(long, value_name = "DIR", conflicts_with = "records")]
+    blobs_out: Option<PathBuf>,
+    /// With --sample: also write the (public, test-only) kernel key as a key file
+    #[arg(long, value_name = "FILE", conflicts_with = "records")]
+    key_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Generate a new Ed25519 key file, created with mode 0600; never overwrites
+    #[command(after_help = EXIT_CODES)]
+    Generate {
+        /// Where to write the key file
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// A label for the key [default: the file name without extension]
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The role the key is meant for (a label; TRUST_EVENTs grant the real roles)
+        #[arg(long, value_name = "ROLE", default_value = "kernel")]
+        role: String,
+    },
+    /// Show a key file's name, role and public key (the secret only with --secret)
+    #[command(after_help = EXIT_CODES)]
+    Show {
+        /// The key file
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Also print the secret seed
+        #[arg(long)]
+        secret: bool,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_hash(s: &str) -> Result<Hash, String> {
+    hex32(s)
+}
+
+/// `verify`.
+#[derive(Clone, Debug)]
+pub(crate) struct VerifyConfig {
+    pub(crate) pack: Input,
+    pub(crate) trust_root: PathBuf,
+    pub(crate) json: bool,
+    pub(crate) max_memory: u64,
+}
+
+/// `inspect`.
+#[derive(Clone, Debug)]
+pub(crate) struct InspectConfig {
+    pub(crate) pack: Input,
+    pub(crate) json: bool,
+    pub(crate) session: Option<String>,
+}
+
+/// Where `export` gets its records.
+#[derive(Clone, Debug)]
+pub(crate) enum ExportSource {
+    /// `--records FILE --key KEYFILE [--blobs DIR] (--trust-root FILE | --no-verify)`.
+    Records {
+        records: Input,
+        blobs: Option<PathBuf>,
+        key: PathBuf,
+        /// `None` means `--no-verify`.
+        trust_root: Option<PathBuf>,
+    },
+    /// `--sample SESSIONS` and its optional extra outputs.
+    Sample {
+        sessions: usize,
+        trust_root_out: Option<PathBuf>,
+        records_out: Option<PathBuf>,
+        blobs_out: Option<PathBuf>,
+        key_out: Option<PathBuf>,
+    },
+}
+
+/// `export`.
+#[derive(Clone, Debug)]
+pub(crate) struct ExportConfig {
+    pub(crate) out: PathBuf,
+    pub(crate) force: bool,
+    pub(crate) wrapper: Wrapper,
+    pub(crate) withhold: Vec<Hash>,
+    pub(crate) source: ExportSource,
+}
+
+/// `keys generate`.
+#[derive(Clone, Debug)]
+pub(crate) struct KeysGenerateConfig {
+    pub(crate) out: PathBuf,
+    pub(crate) name: String,
+    pub(crate) role: String,
+}
+
+/// `keys show`.
+#[derive(Clone, Debug)]
+pub(crate) struct KeysShowConfig {
+    pub(crate) file: PathBuf,
+    pub(crate) secret: bool,
+    pub(crate) json: bool,
+}
+
+/// `keys generate` or `keys show`.
+#[derive(Clone, Debug)]
+pub(crate) enum KeysConfig {
+    Generate(KeysGenerateConfig),
+    Show(KeysShowConfig),
+}
+
+/// A subcommand with its checked configuration.
+#[derive(Clone, Debug)]
+pub(crate) enum Command {
+    Verify(VerifyConfig),
+    Inspect(InspectConfig),
+    Export(ExportConfig),
+    Keys(KeysConfig),
+}
+
+fn usage(kind: ErrorKind, msg: impl core::fmt::Display) -> clap::Error {
+    Cli::command().error(kind, msg)
+}
+
+/// The wrapper an output name asks for.
+pub(crate) fn wrapper_for(out: &std::path::Path) -> Wrapper {
+    let name = out.to_string_lossy();
+    if name.ends_with(".zst") {
+        Wrapper::Zstd
+    } else if name.ends_with(".gz") || name.ends_with(".tgz") {
+        Wrapper::Gzip
+    } else {
+        Wrapper::None
+    }
+}
+
+/// Parses the process's arguments. On error the caller prints it and exits with
+/// `exit_code()` (2 for usage errors; 0 for `--help` and `--version`).
+pub(crate) fn parse() -> Result<Command, clap::Error> {
+    parse_from(std::env::args_os())
+}
+
+fn parse_from<I, T>(args: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    Ok(match cli.command {
+        Cmd::Verify(a) => Command::Verify(VerifyConfig {
+            pack: Input::from_arg(a.pack),
+            trust_root: a.trust_root,
+            json: a.json,
+            max_memory: a.max_memory,
+        }),
+        Cmd::Inspect(a) => Command::Inspect(InspectConfig {
+            pack: Input::from_arg(a.pack),
+            json: a.json,
+            session: a.session,
+        }),
+        Cmd::Export(a) => Command::Export(export_config(a)?),
+        Cmd::Keys(KeysCmd::Generate { out, name, role }) => {
+            let name = match name {
+                Some(n) => n,
+                None => out
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "key".into()),
+            };
+            check_name(&name).map_err(|e| usage(ErrorKind::ValueValidation, format!("--name: {e}")))?;
+            check_role(&role).map_err(|e| usage(ErrorKind::ValueValidation, format!("--role: {e}")))?;
+            Command::Keys(KeysConfig::Generate(KeysGenerateConfig { out, name, role }))
+        }
+        Cmd::Keys(KeysCmd::Show { file, secret, json }) => {
+            Command::Keys(KeysConfig::Show(KeysShowConfig { file, secret, json }))
+        }
+    })
+}
+
+fn export_config(a: ExportArgs) -> Result<ExportConfig, clap::Error> {
+    if a.out.as_os_str() == "-" {
+        return Err(usage(
+            ErrorKind::ValueValidation,
+            "export writes a file (atomically); -o - is not supported",
+        ));
+    }
+    let wrapper = match a.compress {
+        Some(CompressArg::None) => Wrapper::None,
+        Some(CompressArg::Zstd) => Wrapper::Zstd,
+        Some(CompressArg::Gzip) => Wrapper::Gzip,
+        None => wrapper_for(&a.out),
+    };
+    let source = match (a.records, a.sample) {
+        (Some(records), None) => {
+            let Some(key) = a.key else {
+                return Err(usage(
+                    ErrorKind::MissingRequiredArgument,
+                    "--records needs --key KEYFILE",
+                ));
+            };
+            if a.trust_root.is_none() && !a.no_verify {
+                return Err(usage(
+                    ErrorKind::MissingRequiredArgument,
+                    "--records needs --trust-root FILE to verify the pack before writing it (or --no-verify)",
+                ));
+            }
+            ExportSource::Records {
+                records: Input::from_arg(records),
+                blobs: a.blobs,
+                key,
+                trust_root: a.trust_root,
+            }
+        }
+        (None, Some(sessions)) => ExportSource::Sample {
+            sessions: usize::try_from(sessions).unwrap_or(usize::MAX),
+            trust_root_out: a.trust_root_out,
+            records_out: a.records_out,
+            blobs_out: a.blobs_out,
+            key_out: a.key_out,
+        },
+        _ => {
+            return Err(usage(
+                ErrorKind::MissingRequiredArgument,
+                "give exactly one of --records FILE or --sample SESSIONS",
+            ))
+        }
+    };
+    Ok(ExportConfig {
+        out: a.out,
+        force: a.force,
+        wrapper,
+        withhold: a.withhold,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        parse_from(core::iter::once("helm-airgap").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn export_combinations() {
+        assert!(matches!(
+            parse(&["export", "--sample", "2", "-o", "x.tar.zst"]),
+            Ok(Command::Export(ExportConfig {
+                wrapper: Wrapper::Zstd,
+                ..
+            }))
+        ));
+        let e = parse(&["export", "--records", "r", "--key", "k", "-o", "x.tar"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--trust-root"));
+        assert!(parse(&["export", "--records", "r", "--key", "k", "--no-verify", "-o", "x.tar"]).is_ok());
+        assert!(parse(&["export", "--records", "r", "--sample", "1", "--key", "k", "-o", "x"]).is_err());
+        assert!(parse(&["export", "--sample", "1", "--key", "k", "-o", "x"]).is_err());
+        assert!(parse(&["export", "--sample", "0", "-o", "x"]).is_err());
+        assert!(parse(&["export", "-o", "x"]).is_err());
+        assert!(parse(&["export", "--sample", "1", "-o", "-"]).is_err());
+        assert!(parse(&["export", "--sample", "1", "--withhold", "AB", "-o", "x"]).is_err());
+    }
+
+    #[test]
+    fn keys_defaults() {
+        match parse(&["keys", "generate", "--out", "/tmp/kernel-7.json"]).unwrap() {
+            Command::Keys(KeysConfig::Generate(c)) => {
+                assert_eq!(c.name, "kernel-7");
+                assert_eq!(c.role, "kernel");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["keys", "generate", "--out", "k", "--role", "Kernel"]).is_err());
+    }
+
+    #[test]
+    fn stdin_and_sizes() {
+        match parse(&["verify", "-", "--trust-root", "t", "--max-memory", "64M"]).unwrap() {
+            Command::Verify(c) => {
+                assert_eq!(c.pack, Input::Stdin);
+                assert_eq!(c.max_memory, 64 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
