@@ -162,5 +162,6 @@ pub(crate) fn split_stream_error(e: StreamError, what: &str) -> Result<Box<PackE
     match e {
         StreamError::Pack(p) => Ok(p),
         StreamError::Io(io) => Err(CliError::io(format!("cannot read {what}"), &io)),
+        StreamError::Setup(e) => Err(CliError::usage(format!("{}", StreamError::Setup(e)))),
     }
 }

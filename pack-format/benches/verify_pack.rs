@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use pack_format::transport::{compress, Wrapper};
-use pack_format::{verify_reader, NoObserver, VerifyOptions};
+use pack_format::{verify_reader, VerifyOptions};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -102,7 +102,7 @@ fn pack_files(records: usize) -> (PathBuf, PathBuf, [u8; 32], u64) {
 }
 
 fn pack_format_manifest(pack: &[u8]) -> Vec<u8> {
-    let size = usize::from_str_radix(std::str::from_utf8(&pack[124..135]).unwrap(), 8).unwrap();
+    let size = usize::from_str_radix(core::str::from_utf8(&pack[124..135]).unwrap(), 8).unwrap();
     pack[512..512 + size].to_vec()
 }
 

@@ -54,8 +54,8 @@ mod writer;
 pub use error::{PackCode, PackError};
 pub use manifest::{Manifest, MAX_MANIFEST_SIZE, PACK_FORMAT};
 pub use reader::{
-    blob_reference, BlobSlot, NoObserver, Observer, PackBuffers, PackReader, PackSummary, SEGMENT_RECORDS,
-    WITHHELD_ITEM,
+    blob_reference, record_len, BlobSlot, NoObserver, NotARecord, Observer, PackBuffers, PackReader, PackSummary,
+    SEGMENT_RECORDS, WITHHELD_ITEM,
 };
 #[cfg(feature = "std")]
 pub use stream::{capacity_for, verify_reader, StreamError, VerifyOptions};

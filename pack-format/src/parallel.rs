@@ -20,7 +20,7 @@ use std::vec::Vec;
 
 use verify_core::{Hash, Record, SignatureCheck};
 
-use crate::reader::{frame_len, Observer};
+use crate::reader::{record_len, Observer};
 use crate::tar::{self, BLOCK};
 
 /// Records with their stream index, as sent to a worker.
@@ -119,10 +119,10 @@ impl Preframer {
     fn frame(&mut self, mut data: &[u8], out: &mut Vec<(u64, Vec<u8>)>) {
         while !data.is_empty() {
             // Read heads first (a few bytes), then the exact remainder of the record.
-            let want = match frame_len(&self.record) {
+            let want = match record_len(&self.record) {
                 Ok(Some(n)) => n,
                 Ok(None) => self.record.len().saturating_add(16),
-                Err(()) => {
+                Err(_) => {
                     self.state = Frame::Stop;
                     return;
                 }
@@ -135,7 +135,7 @@ impl Preframer {
             let (head, rest) = data.split_at(n);
             self.record.extend_from_slice(head);
             data = rest;
-            if let Ok(Some(total)) = frame_len(&self.record) {
+            if let Ok(Some(total)) = record_len(&self.record) {
                 if total == self.record.len() {
                     out.push((self.next_index, core::mem::take(&mut self.record)));
                     self.next_index = self.next_index.saturating_add(1);

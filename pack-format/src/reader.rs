@@ -174,12 +174,18 @@ pub fn blob_reference(body: &Body<'_>) -> Option<Hash> {
     }
 }
 
-/// The length of the record at the start of `buf`, from its heads alone:
-/// `Ok(None)` if more bytes are needed to tell.
-pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+/// Bytes that are not the heads of a tagged COSE_Sign1 record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotARecord;
+
+/// The length of the record at the start of `buf`, from its CBOR heads alone (tag 18,
+/// array of 4, byte string, empty map, byte string, byte string of 64 bytes):
+/// `Ok(None)` if more bytes are needed to tell. This is how records are framed in a
+/// CBOR sequence (spec/evidencepack.md §2).
+pub fn record_len(buf: &[u8]) -> Result<Option<usize>, NotARecord> {
     let mut pos = 0usize;
-    // (expected major, expected argument or None for a length to skip)
-    let steps: [(u8, Option<u64>); 6] = [
+    // (major type, required argument; None = a byte-string length to skip)
+    const STEPS: [(u8, Option<u64>); 6] = [
         (6, Some(18)),
         (4, Some(4)),
         (2, None),
@@ -187,20 +193,22 @@ pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
         (2, None),
         (2, Some(64)),
     ];
-    for (major, want) in steps {
+    for (major, want) in STEPS {
         let Some(rest) = buf.get(pos..) else { return Ok(None) };
         let mut r = Reader::new(rest);
         let (m, arg) = match r.head() {
             Ok(h) => h,
             Err(verify_core::CborError::Truncated) => return Ok(None),
-            Err(_) => return Err(()),
+            Err(_) => return Err(NotARecord),
         };
         if m != major || want.is_some_and(|w| w != arg) {
-            return Err(());
+            return Err(NotARecord);
         }
-        pos = pos.checked_add(r.position()).ok_or(())?;
+        pos = pos.checked_add(r.position()).ok_or(NotARecord)?;
         if major == 2 {
-            pos = pos.checked_add(usize::try_from(arg).map_err(|_| ())?).ok_or(())?;
+            pos = pos
+                .checked_add(usize::try_from(arg).map_err(|_| NotARecord)?)
+                .ok_or(NotARecord)?;
         }
     }
     Ok(Some(pos))
@@ -521,7 +529,7 @@ impl<'t> PackReader<'t> {
         while !data.is_empty() {
             if self.record_len == 0 {
                 // Fast path: whole records straight from the caller's chunk, no copy.
-                match frame_len(data) {
+                match record_len(data) {
                     Ok(Some(n)) if n <= data.len() => {
                         let (rec, rest) = data.split_at(n);
                         self.verify_record(rec, obs)?;
@@ -529,14 +537,14 @@ impl<'t> PackReader<'t> {
                         continue;
                     }
                     Ok(_) => {}
-                    Err(()) => return Err(self.framing_error(data)),
+                    Err(NotARecord) => return Err(self.framing_error(data)),
                 }
             }
             // Slow path: gather the record in the buffer.
-            let want = match frame_len(self.record.get(..self.record_len).unwrap_or(&[])) {
+            let want = match record_len(self.record.get(..self.record_len).unwrap_or(&[])) {
                 Ok(Some(n)) => n,
                 Ok(None) => self.record_len.saturating_add(16).max(16),
-                Err(()) => {
+                Err(NotARecord) => {
                     let buf = core::mem::take(&mut self.record);
                     let e = self.framing_error(buf.get(..self.record_len).unwrap_or(&[]));
                     self.record = buf;
@@ -553,7 +561,7 @@ impl<'t> PackReader<'t> {
             }
             self.record_len = self.record_len.saturating_add(n);
             data = rest;
-            if let Ok(Some(total)) = frame_len(self.record.get(..self.record_len).unwrap_or(&[])) {
+            if let Ok(Some(total)) = record_len(self.record.get(..self.record_len).unwrap_or(&[])) {
                 if total > self.record.len() {
                     return Err(self.too_large());
                 }

@@ -52,6 +52,9 @@ impl Default for VerifyOptions {
 pub enum StreamError {
     /// Reading failed (not the pack's fault): exit code 2 in the CLI.
     Io(io::Error),
+    /// The trust anchors are unusable (a usage error, not the pack's fault): for
+    /// example an anchor that is not a canonical key of prime order.
+    Setup(verify_core::SetupError),
     /// The pack is invalid: exit code 1 in the CLI.
     Pack(Box<PackError>),
 }
@@ -60,6 +63,10 @@ impl core::fmt::Display for StreamError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StreamError::Io(e) => write!(f, "I/O error: {e}"),
+            StreamError::Setup(verify_core::SetupError::AnchorInvalid(i)) => {
+                write!(f, "trust anchor #{i} is not a canonical Ed25519 key of prime order")
+            }
+            StreamError::Setup(e) => write!(f, "cannot set up the verifier: {e:?}"),
             StreamError::Pack(e) => write!(f, "{e}"),
         }
     }
@@ -225,11 +232,7 @@ pub fn verify_reader<R: Read, O: Observer>(
         ),
     };
     let mut tables = OwnedTables::new(capacity);
-    let verifier = Verifier::new(anchors, tables.tables()).map_err(|e| {
-        let mut p = PackError::new(PackCode::CapacityExceeded, 0, "the trust anchors could not be loaded");
-        p.transport = Some(std::format!("{e:?}"));
-        StreamError::Pack(Box::new(p))
-    })?;
+    let verifier = Verifier::new(anchors, tables.tables()).map_err(StreamError::Setup)?;
     let mut record_buf = vec![0u8; MAX_RECORD_SIZE];
     let mut blob_table: Vec<BlobSlot> = vec![BlobSlot::default(); blobs];
     let mut reader = PackReader::new(

@@ -21,6 +21,7 @@ fn verify_with(bytes: &[u8], anchors: &[[u8; 32]]) -> Result<pack_format::PackSu
         Ok((_, s)) => Ok(s),
         Err(StreamError::Pack(e)) => Err(e.code_name().to_string()),
         Err(StreamError::Io(e)) => Err(format!("io: {e}")),
+        Err(StreamError::Setup(e)) => Err(format!("setup: {e:?}")),
     }
 }
 

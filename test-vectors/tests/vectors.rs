@@ -165,6 +165,9 @@ fn every_pack_vector_reaches_its_expected_verdict() {
                 Err(pack_format::StreamError::Pack(e)) => PackExpectation::Reject {
                     error: e.code_name().into(),
                 },
+                Err(pack_format::StreamError::Setup(e)) => PackExpectation::Reject {
+                    error: format!("SETUP {e:?}"),
+                },
                 Err(pack_format::StreamError::Io(e)) => PackExpectation::Reject {
                     error: format!("IO {e}"),
                 },
