@@ -337,7 +337,7 @@ fn build_stream(n: usize, sessions: usize, checkpoint_every: usize) -> (Stream, 
         .collect();
     while g.stream.len() < n {
         let count = g.stream.len();
-        if checkpoint_every > 0 && count % checkpoint_every == 0 {
+        if checkpoint_every > 0 && count.is_multiple_of(checkpoint_every) {
             let root = g.merkle.root();
             let head = g.head;
             g.kernel_scope(Kind::Checkpoint, body::checkpoint(count as u64, &root, &[]), vec![head]);

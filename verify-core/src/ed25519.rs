@@ -34,6 +34,40 @@ pub enum KeyError {
     NotPrimeOrder,
 }
 
+/// The canonical encodings of the eight points of small order (the 8-torsion, as
+/// `curve25519_dalek::constants::EIGHT_TORSION` compresses them; a test checks this).
+const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = [
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20,
+        0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+    ],
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80,
+    ],
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf,
+        0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+    ],
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf,
+        0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x85,
+    ],
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20,
+        0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0xfa,
+    ],
+];
+
 /// Whether a 32-byte encoding has y < p (the field element is reduced).
 fn y_is_canonical(b: &[u8; 32]) -> bool {
     // p = 2^255 - 19. The low 255 bits are >= p only when they are all ones except
@@ -85,12 +119,12 @@ impl PublicKey {
             Ok(r) => r,
             Err(_) => return false,
         };
-        if !y_is_canonical(&r) {
+        // R must be canonical and not of small order. No need to decompress it: the
+        // equation check below compares R byte for byte with the canonical encoding of
+        // a curve point, which no non-canonical encoding and no non-point can equal; so
+        // only the canonical encodings of the eight small-order points remain to refuse.
+        if !y_is_canonical(&r) || SMALL_ORDER_ENCODINGS.contains(&r) {
             return false;
-        }
-        match CompressedEdwardsY(r).decompress() {
-            Some(point) if !point.is_small_order() => {}
-            _ => return false,
         }
         let sig = Signature::from_bytes(signature);
         // `verify_stream` rejects S >= L when it parses the signature.
@@ -132,6 +166,17 @@ mod tests {
         assert!(!y_is_canonical(&b));
         b[31] = 0xff; // sign bit does not matter
         assert!(!y_is_canonical(&b));
+    }
+
+    #[test]
+    fn small_order_encodings_are_the_eight_torsion() {
+        for (p, e) in curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .zip(SMALL_ORDER_ENCODINGS.iter())
+        {
+            assert_eq!(p.compress().to_bytes(), *e);
+            assert!(p.is_small_order());
+        }
     }
 
     #[test]
