@@ -23,7 +23,7 @@
 #
 # Environment:
 #   FUZZ_SECONDS    seconds per target (default 20)
-#   FUZZ_TARGETS    space-separated targets (default: all four)
+#   FUZZ_TARGETS    space-separated targets (default: all)
 #   FUZZ_SANITIZER  none | address (default none: ~4x the executions; verify-core is
 #                   `forbid(unsafe_code)`, so the sanitizer mostly guards dependencies)
 #   FUZZ_TOOLCHAIN  rustup toolchain for cargo (default: nightly if installed, else the
@@ -34,7 +34,7 @@ set -uo pipefail
 
 FUZZ_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SECS="${FUZZ_SECONDS:-20}"
-TARGETS=(${FUZZ_TARGETS:-record_decode verifier_stream verifier_mutate verifier_resign})
+TARGETS=(${FUZZ_TARGETS:-record_decode verifier_stream verifier_mutate verifier_resign pack_reader manifest_decode})
 SAN="${FUZZ_SANITIZER:-none}"
 INSTALL="${FUZZ_INSTALL:-1}"
 LOG_DIR="${FUZZ_LOG_DIR:-$FUZZ_DIR/target/smoke-logs}"
