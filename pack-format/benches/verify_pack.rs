@@ -57,7 +57,7 @@ impl pack_format::Observer for Signatures {
 fn child(path: &Path, workers: usize, anchor: [u8; 32]) {
     let file = std::fs::File::open(path).unwrap();
     let opts = VerifyOptions {
-        workers,
+        threads: workers,
         ..VerifyOptions::default()
     };
     let mut sigs = Signatures::default();
@@ -112,7 +112,7 @@ fn run_child(path: &Path, workers: usize, cpus: &str) -> (u64, u64, f64, u64) {
         .args(["-c", cpus])
         .arg(exe)
         .env("HELM_BENCH_CHILD", path)
-        .env("HELM_BENCH_WORKERS", workers.to_string())
+        .env("HELM_BENCH_THREADS", workers.to_string())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -153,7 +153,7 @@ fn raw_verify_rate(n: usize) -> f64 {
 
 fn main() {
     if let Ok(path) = std::env::var("HELM_BENCH_CHILD") {
-        let workers = std::env::var("HELM_BENCH_WORKERS")
+        let workers = std::env::var("HELM_BENCH_THREADS")
             .ok()
             .and_then(|w| w.parse().ok())
             .unwrap_or(1);
@@ -180,7 +180,7 @@ fn main() {
         "pack verification benchmark: {runs} runs per figure, medians; machine: {} cores",
         std::thread::available_parallelism().map_or(1, usize::from)
     );
-    println!("one core = taskset -c 1 with workers=1; two cores = taskset -c 0,1 with 2 signature workers");
+    println!("one core = taskset -c 1, threads=1; two cores = taskset -c 0,1, threads=2 (the reader and one signature worker)");
     for size in sizes {
         let (plain, zst, _anchor, records) = pack_files(size);
         let mb = std::fs::metadata(&plain).unwrap().len() as f64 / 1e6;

@@ -13,9 +13,9 @@
     reason = "std-only module"
 )]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::vec::Vec;
 
 use verify_core::{Hash, Record, SignatureCheck};
@@ -145,9 +145,23 @@ impl Preframer {
     }
 }
 
-/// Worker threads computing signature checks, and the answers in index order.
+/// Jobs waiting for a thread, and whether more will come.
+struct Queue {
+    jobs: Mutex<(VecDeque<Job>, bool)>,
+    more: Condvar,
+}
+
+fn check_all(job: &[(u64, Vec<u8>)]) -> Vec<(u64, SignatureCheck)> {
+    job.iter()
+        .map(|(i, bytes)| (*i, SignatureCheck::compute(bytes)))
+        .collect()
+}
+
+/// Worker threads computing signature checks, and the answers in index order. The
+/// reader's own thread takes jobs from the same queue while it waits, so `threads`
+/// threads in all keep `threads` cores busy.
 pub(crate) struct Checks {
-    jobs: Option<Sender<Job>>,
+    queue: Arc<Queue>,
     results: Receiver<Vec<(u64, SignatureCheck)>>,
     ready: HashMap<u64, SignatureCheck>,
     dispatched: u64,
@@ -157,29 +171,37 @@ pub(crate) struct Checks {
 impl Checks {
     /// Starts `workers` threads inside `scope`.
     pub(crate) fn start<'scope>(scope: &'scope std::thread::Scope<'scope, '_>, workers: usize) -> Checks {
-        let (job_tx, job_rx) = channel::<Job>();
         let (res_tx, res_rx) = channel();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        for _ in 0..workers.max(1) {
-            let jobs = Arc::clone(&job_rx);
-            let results = res_tx.clone();
+        let queue = Arc::new(Queue {
+            jobs: Mutex::new((VecDeque::new(), false)),
+            more: Condvar::new(),
+        });
+        for _ in 0..workers {
+            let queue = Arc::clone(&queue);
+            let results: Sender<_> = res_tx.clone();
             scope.spawn(move || loop {
-                let job = match jobs.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
+                let job = {
+                    let Ok(mut guard) = queue.jobs.lock() else { return };
+                    loop {
+                        if let Some(job) = guard.0.pop_front() {
+                            break job;
+                        }
+                        if guard.1 {
+                            return;
+                        }
+                        guard = match queue.more.wait(guard) {
+                            Ok(g) => g,
+                            Err(_) => return,
+                        };
+                    }
                 };
-                let Ok(job) = job else { return };
-                let done: Vec<(u64, SignatureCheck)> = job
-                    .iter()
-                    .map(|(i, bytes)| (*i, SignatureCheck::compute(bytes)))
-                    .collect();
-                if results.send(done).is_err() {
+                if results.send(check_all(&job)).is_err() {
                     return;
                 }
             });
         }
         Checks {
-            jobs: Some(job_tx),
+            queue,
             results: res_rx,
             ready: HashMap::new(),
             dispatched: 0,
@@ -197,7 +219,7 @@ impl Checks {
         }
     }
 
-    /// Sends a partial batch (before the reader needs it).
+    /// Queues a partial batch (before the reader needs it).
     pub(crate) fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
@@ -206,14 +228,14 @@ impl Checks {
         if let Some(last) = batch.last() {
             self.dispatched = self.dispatched.max(last.0.saturating_add(1));
         }
-        if let Some(tx) = &self.jobs {
-            if tx.send(batch).is_err() {
-                self.jobs = None;
-            }
+        if let Ok(mut guard) = self.queue.jobs.lock() {
+            guard.0.push_back(batch);
+            self.queue.more.notify_one();
         }
     }
 
-    /// The check for `index`, waiting for a worker if it was dispatched.
+    /// The check for `index`: computed already, or computed now by this thread taking
+    /// queued jobs in order, or (when a worker holds it) waited for.
     fn get(&mut self, index: u64) -> Option<SignatureCheck> {
         if index >= self.dispatched {
             self.flush();
@@ -226,16 +248,30 @@ impl Checks {
                 // The verifier ignores a check whose hash is not the record's.
                 return Some(c);
             }
-            match self.results.recv() {
-                Ok(done) => self.ready.extend(done),
-                Err(_) => return None,
+            while let Ok(done) = self.results.try_recv() {
+                self.ready.extend(done);
+            }
+            if self.ready.contains_key(&index) {
+                continue;
+            }
+            let job = self.queue.jobs.lock().ok().and_then(|mut g| g.0.pop_front());
+            match job {
+                Some(job) => self.ready.extend(check_all(&job)),
+                None => match self.results.recv() {
+                    Ok(done) => self.ready.extend(done),
+                    Err(_) => return None,
+                },
             }
         }
     }
 
-    /// Stops the workers.
+    /// Stops the workers (they finish the job in hand and exit).
     pub(crate) fn stop(&mut self) {
-        self.jobs = None;
+        if let Ok(mut guard) = self.queue.jobs.lock() {
+            guard.0.clear();
+            guard.1 = true;
+        }
+        self.queue.more.notify_all();
     }
 }
 

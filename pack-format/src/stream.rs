@@ -31,9 +31,9 @@ pub struct VerifyOptions {
     pub max_table_bytes: u64,
     /// Read size.
     pub chunk: usize,
-    /// Threads checking signatures besides the reader (0 or 1: the reader alone checks
-    /// them, on one core).
-    pub workers: usize,
+    /// Threads verifying, including the reader's own (1: everything on the calling
+    /// thread). Default: the machine's available parallelism.
+    pub threads: usize,
 }
 
 impl Default for VerifyOptions {
@@ -42,7 +42,7 @@ impl Default for VerifyOptions {
             limits: Limits::default(),
             max_table_bytes: 4 << 30,
             chunk: 256 << 10,
-            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -135,7 +135,7 @@ fn feed_parallel<O: Observer>(
     obs: &mut O,
 ) -> Result<(), StreamError> {
     std::thread::scope(|scope| {
-        let mut checks = Checks::start(scope, opts.workers);
+        let mut checks = Checks::start(scope, opts.threads.saturating_sub(1));
         let mut frames = Preframer::new();
         let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
         let mut found = Vec::new();
@@ -244,7 +244,7 @@ pub fn verify_reader<R: Read, O: Observer>(
     );
     // Threads pay off only for packs with more than a few records.
     let records = manifest.as_ref().map_or(0, |m| m.records);
-    if opts.workers <= 1 || records < PARALLEL_MIN_RECORDS {
+    if opts.threads <= 1 || records < PARALLEL_MIN_RECORDS {
         reader.feed(&prefix, obs).map_err(|e| StreamError::Pack(Box::new(e)))?;
         let mut buf = vec![0u8; opts.chunk.max(BLOCK)];
         loop {

@@ -324,11 +324,11 @@ fn parallel_and_single_threaded_verification_agree_on_a_multi_segment_pack() {
     assert!(run.records.len() > pack_format::SEGMENT_RECORDS as usize);
     let pack = write_run(&run, &[]).unwrap();
     let one = VerifyOptions {
-        workers: 1,
+        threads: 1,
         ..VerifyOptions::default()
     };
     let two = VerifyOptions {
-        workers: 2,
+        threads: 2,
         ..VerifyOptions::default()
     };
     let a = verify_reader(&pack[..], &run.anchors, &one, &mut NoObserver).unwrap().1;
