@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use pack_format::transport::Wrapper;
+use receipt_v5::TrustedKey;
 use verify_core::Hash;
 
 use crate::encoding::{hex32, parse_bytes};
@@ -17,15 +18,16 @@ use crate::keyfile::{check_name, check_role};
 
 const EXIT_CODES: &str = "\
 Exit status:
-  0  success (verify: the pack verified)
-  1  verification failed (the pack, or the input to export, is invalid)
-  2  usage error, unreadable input, I/O error, or a bad trust-root or key file";
+  0  success (verify: the pack verified; verify-receipt: the receipt verified)
+  1  verification failed (the pack or receipt, or the input to export, is invalid)
+  2  usage error, unreadable input, I/O error, a bad trust-root or key file, or a bad --trusted-key";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "helm-airgap",
     version,
-    about = "Verify, inspect and export HELM EvidencePacks offline. Contains no network code.",
+    about = "Verify, inspect and export HELM EvidencePacks, and verify receipt.v5 receipts, offline. \
+             Contains no network code.",
     after_help = EXIT_CODES,
     subcommand_required = true,
     arg_required_else_help = true,
@@ -50,6 +52,9 @@ enum Cmd {
     /// Generate and show Ed25519 key files
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Verify a HELM receipt.v5 receipt (Go implementation) under a key you trust
+    #[command(after_help = EXIT_CODES)]
+    VerifyReceipt(VerifyReceiptArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +72,20 @@ struct VerifyArgs {
     /// they are authenticated; suffixes K, M, G, T are powers of 1024
     #[arg(long, value_name = "BYTES", default_value = "4G", value_parser = parse_bytes)]
     max_memory: u64,
+}
+
+#[derive(Debug, Args)]
+struct VerifyReceiptArgs {
+    /// The receipt: one JSON object (at most 1 MiB), or - for standard input
+    #[arg(value_name = "FILE")]
+    receipt: PathBuf,
+    /// The Ed25519 key the receipt must be signed with, written ed25519:<64 lowercase hex>
+    /// (never taken from the receipt's own key_id or public_key_set)
+    #[arg(long, value_name = "KEY", value_parser = parse_trusted_key)]
+    trusted_key: TrustedKey,
+    /// Print one JSON object instead of the report for people
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +193,10 @@ fn parse_hash(s: &str) -> Result<Hash, String> {
     hex32(s)
 }
 
+fn parse_trusted_key(s: &str) -> Result<TrustedKey, String> {
+    TrustedKey::parse(s).map_err(|e| e.to_string())
+}
+
 /// `verify`.
 #[derive(Clone, Debug)]
 pub(crate) struct VerifyConfig {
@@ -181,6 +204,14 @@ pub(crate) struct VerifyConfig {
     pub(crate) trust_root: PathBuf,
     pub(crate) json: bool,
     pub(crate) max_memory: u64,
+}
+
+/// `verify-receipt`.
+#[derive(Clone, Debug)]
+pub(crate) struct VerifyReceiptConfig {
+    pub(crate) receipt: Input,
+    pub(crate) trusted_key: TrustedKey,
+    pub(crate) json: bool,
 }
 
 /// `inspect`.
@@ -252,6 +283,7 @@ pub(crate) enum Command {
     Inspect(InspectConfig),
     Export(ExportConfig),
     Keys(KeysConfig),
+    VerifyReceipt(VerifyReceiptConfig),
 }
 
 fn usage(kind: ErrorKind, msg: impl core::fmt::Display) -> clap::Error {
@@ -311,6 +343,11 @@ where
         Cmd::Keys(KeysCmd::Show { file, secret, json }) => {
             Command::Keys(KeysConfig::Show(KeysShowConfig { file, secret, json }))
         }
+        Cmd::VerifyReceipt(a) => Command::VerifyReceipt(VerifyReceiptConfig {
+            receipt: Input::from_arg(a.receipt),
+            trusted_key: a.trusted_key,
+            json: a.json,
+        }),
     })
 }
 
@@ -415,6 +452,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["keys", "generate", "--out", "k", "--role", "Kernel"]).is_err());
+    }
+
+    #[test]
+    fn verify_receipt_key() {
+        const KEY: &str = "ed25519:197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d61";
+        match parse(&["verify-receipt", "-", "--trusted-key", KEY, "--json"]).unwrap() {
+            Command::VerifyReceipt(c) => {
+                assert_eq!(c.receipt, Input::Stdin);
+                assert_eq!(c.trusted_key.to_string(), KEY);
+                assert!(c.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d61",
+            "ed25519:197F6B23E16C8532C6ABC838FACD5EA789BE0C76B2920334039BFA8B3D368D61",
+            "ed25519:197f",
+            // The identity point: canonical but of small order.
+            "ed25519:0100000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            let e = parse(&["verify-receipt", "r.json", "--trusted-key", bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+        assert!(parse(&["verify-receipt", "r.json"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `helm-airgap`: verify, inspect and export HELM EvidencePacks offline.
+//! `helm-airgap`: verify, inspect and export HELM EvidencePacks offline, and verify
+//! HELM `receipt.v5` receipts.
 //!
-//! A thin binary over `verify-core` and `pack-format`: flags are parsed into a typed
+//! A thin binary over `verify-core`, `pack-format` and `receipt-v5`: flags are parsed into a typed
 //! configuration in one place ([`cli`]); each subcommand is one module with a `run`.
 //! It contains no network code. Exit status: 0 success (verified), 1 verification
 //! failed, 2 usage or I/O error; a closed standard output is not an error. See README.md.
@@ -31,6 +32,7 @@ mod status;
 mod time;
 mod trust_root;
 mod verify;
+mod verify_receipt;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Inspect(c) => inspect::run(c),
         Command::Export(c) => export::run(c),
         Command::Keys(c) => keys::run(c),
+        Command::VerifyReceipt(c) => verify_receipt::run(c),
     };
     match result {
         Ok(status) => status.into(),

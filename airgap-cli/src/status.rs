@@ -2,9 +2,9 @@
 //!
 //! | status | meaning |
 //! |---:|---|
-//! | 0 | success; for `verify`, the pack verified |
-//! | 1 | verification failed: the pack (or the input to `export`) is invalid |
-//! | 2 | usage error, unreadable input, I/O error, or a bad trust-root or key file |
+//! | 0 | success; for `verify`, the pack verified; for `verify-receipt`, the receipt verified |
+//! | 1 | verification failed: the pack or receipt (or the input to `export`) is invalid |
+//! | 2 | usage error, unreadable input, I/O error, or a bad trust-root, key file or trusted key |
 
 use core::fmt;
 use std::io;
