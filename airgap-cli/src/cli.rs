@@ -4,6 +4,7 @@
 //! returns a [`Command`] whose fields need no further validation by the subcommands.
 //! Usage errors are clap errors, so they print the same way and exit with status 2.
 
+use core::time::Duration;
 use std::path::PathBuf;
 
 use clap::error::ErrorKind;
@@ -12,15 +13,21 @@ use pack_format::transport::Wrapper;
 use receipt_v5::TrustedKey;
 use verify_core::Hash;
 
+use crate::conform::Level;
 use crate::encoding::{hex32, parse_bytes};
 use crate::files::Input;
 use crate::keyfile::{check_name, check_role};
+use crate::shell;
 
 const EXIT_CODES: &str = "\
 Exit status:
-  0  success (verify: the pack verified; verify-receipt: the receipt verified)
-  1  verification failed (the pack or receipt, or the input to export, is invalid)
-  2  usage error, unreadable input, I/O error, a bad trust-root or key file, or a bad --trusted-key";
+  0  success (verify: the pack verified; verify-receipt: the receipt verified;
+     conform: no vector failed and none passed unexpectedly)
+  1  verification failed (the pack or receipt, or the input to export, is invalid;
+     conform: a vector failed, or an expected failure passed)
+  2  usage error, unreadable input, I/O error, a bad trust-root or key file, or a bad --trusted-key
+     (conform: unreadable vector files, an implementation that cannot run or does not answer
+     capabilities)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +62,9 @@ enum Cmd {
     /// Verify a HELM receipt.v5 receipt (Go implementation) under a key you trust
     #[command(after_help = EXIT_CODES)]
     VerifyReceipt(VerifyReceiptArgs),
+    /// Run the conformance test vectors against a verifier (helm-conformance/1)
+    #[command(after_help = EXIT_CODES)]
+    Conform(ConformArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +96,49 @@ struct VerifyReceiptArgs {
     /// Print one JSON object instead of the report for people
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ConformArgs {
+    /// The implementation's command line, split as a POSIX shell would (quotes and
+    /// backslashes; no expansions), e.g. 'python3 adapter.py'
+    #[arg(long, value_name = "CMD")]
+    implementation: String,
+    /// Run only the vectors of this level (repeatable, or a comma list) [default: every
+    /// level; levels the implementation does not claim are skipped]
+    #[arg(long, value_enum, value_name = "LEVEL", value_delimiter = ',')]
+    level: Vec<LevelArg>,
+    /// File of vector ids the implementation is known to fail (one per line, # comments)
+    #[arg(long, value_name = "FILE")]
+    expected_failures: Option<PathBuf>,
+    /// Print one JSON object instead of the report for people
+    #[arg(long)]
+    json: bool,
+    /// The test-vectors directory [default: ./test-vectors, else the one in the source tree
+    /// this binary was built from]
+    #[arg(long, value_name = "DIR")]
+    vectors: Option<PathBuf>,
+    /// Seconds each call may take (in a batch, each request on average)
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout: u64,
+    /// One process per vector even if the implementation offers `batch`
+    #[arg(long)]
+    no_batch: bool,
+    /// Also list the vectors that passed
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// A conformance level (spec/conformance.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LevelArg {
+    #[value(name = "L1")]
+    L1,
+    #[value(name = "L2")]
+    L2,
+    #[value(name = "L3")]
+    L3,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +275,24 @@ pub(crate) struct InspectConfig {
     pub(crate) session: Option<String>,
 }
 
+/// `conform`.
+#[derive(Clone, Debug)]
+pub(crate) struct ConformConfig {
+    /// `--implementation` as given (for reports).
+    pub(crate) implementation: String,
+    /// `--implementation` split into the program and its first arguments (never empty).
+    pub(crate) command: Vec<String>,
+    /// The levels asked, each once, in level order.
+    pub(crate) levels: Vec<Level>,
+    pub(crate) expected_failures: Option<PathBuf>,
+    pub(crate) json: bool,
+    /// `None`: look for `test-vectors/` (conform::default_vectors).
+    pub(crate) vectors: Option<PathBuf>,
+    pub(crate) timeout: Duration,
+    pub(crate) batch: bool,
+    pub(crate) verbose: bool,
+}
+
 /// Where `export` gets its records.
 #[derive(Clone, Debug)]
 pub(crate) enum ExportSource {
@@ -284,6 +355,7 @@ pub(crate) enum Command {
     Export(ExportConfig),
     Keys(KeysConfig),
     VerifyReceipt(VerifyReceiptConfig),
+    Conform(ConformConfig),
 }
 
 fn usage(kind: ErrorKind, msg: impl core::fmt::Display) -> clap::Error {
@@ -348,6 +420,40 @@ where
             trusted_key: a.trusted_key,
             json: a.json,
         }),
+        Cmd::Conform(a) => Command::Conform(conform_config(a)?),
+    })
+}
+
+fn conform_config(a: ConformArgs) -> Result<ConformConfig, clap::Error> {
+    let command = shell::split(&a.implementation)
+        .map_err(|e| usage(ErrorKind::ValueValidation, format!("--implementation: {e}")))?;
+    if command.is_empty() {
+        return Err(usage(ErrorKind::ValueValidation, "--implementation: no command given"));
+    }
+    let asked: Vec<Level> = a
+        .level
+        .iter()
+        .map(|l| match l {
+            LevelArg::L1 => Level::L1,
+            LevelArg::L2 => Level::L2,
+            LevelArg::L3 => Level::L3,
+        })
+        .collect();
+    // Each level once, in level order; none asked means all.
+    let levels = Level::ALL
+        .into_iter()
+        .filter(|l| asked.is_empty() || asked.contains(l))
+        .collect();
+    Ok(ConformConfig {
+        implementation: a.implementation,
+        command,
+        levels,
+        expected_failures: a.expected_failures,
+        json: a.json,
+        vectors: a.vectors,
+        timeout: Duration::from_secs(a.timeout),
+        batch: !a.no_batch,
+        verbose: a.verbose,
     })
 }
 
@@ -476,6 +582,43 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{bad}");
         }
         assert!(parse(&["verify-receipt", "r.json"]).is_err());
+    }
+
+    #[test]
+    fn conform_flags() {
+        match parse(&["conform", "--implementation", "python3 'my adapter.py' -x"]).unwrap() {
+            Command::Conform(c) => {
+                assert_eq!(c.command, ["python3", "my adapter.py", "-x"]);
+                assert_eq!(c.levels, Level::ALL);
+                assert_eq!(c.timeout, Duration::from_secs(120));
+                assert!(c.batch && !c.json && !c.verbose);
+                assert_eq!(c.vectors, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let levels = |args: &[&str]| match parse(args).unwrap() {
+            Command::Conform(c) => c.levels,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            levels(&["conform", "--implementation", "x", "--level", "L3,L1"]),
+            [Level::L1, Level::L3]
+        );
+        assert_eq!(
+            levels(&["conform", "--implementation", "x", "--level", "L2", "--level", "L2"]),
+            [Level::L2]
+        );
+        for bad in [
+            &["conform"][..],
+            &["conform", "--implementation", ""],
+            &["conform", "--implementation", "  "],
+            &["conform", "--implementation", "'unclosed"],
+            &["conform", "--implementation", "x", "--level", "L4"],
+            &["conform", "--implementation", "x", "--timeout", "0"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! `helm-airgap`: verify, inspect and export HELM EvidencePacks offline, and verify
-//! HELM `receipt.v5` receipts.
+//! `helm-airgap`: verify, inspect and export HELM EvidencePacks offline, verify HELM
+//! `receipt.v5` receipts, and run the conformance vectors against any verifier.
 //!
 //! A thin binary over `verify-core`, `pack-format` and `receipt-v5`: flags are parsed into a typed
 //! configuration in one place ([`cli`]); each subcommand is one module with a `run`.
-//! It contains no network code. Exit status: 0 success (verified), 1 verification
-//! failed, 2 usage or I/O error; a closed standard output is not an error. See README.md.
+//! It contains no network code. Exit status: 0 success (verified; `conform`: all
+//! vectors passed), 1 verification failed, 2 usage or I/O error; a closed standard output is not an error. See README.md.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     test,
@@ -19,6 +19,7 @@
 )]
 
 mod cli;
+mod conform;
 mod encoding;
 mod export;
 mod files;
@@ -28,6 +29,7 @@ mod keyfile;
 mod keys;
 mod output;
 mod report;
+mod shell;
 mod status;
 mod time;
 mod trust_root;
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Export(c) => export::run(c),
         Command::Keys(c) => keys::run(c),
         Command::VerifyReceipt(c) => verify_receipt::run(c),
+        Command::Conform(c) => conform::run(c),
     };
     match result {
         Ok(status) => status.into(),

@@ -2,9 +2,9 @@
 //!
 //! | status | meaning |
 //! |---:|---|
-//! | 0 | success; for `verify`, the pack verified; for `verify-receipt`, the receipt verified |
-//! | 1 | verification failed: the pack or receipt (or the input to `export`) is invalid |
-//! | 2 | usage error, unreadable input, I/O error, or a bad trust-root, key file or trusted key |
+//! | 0 | success; for `verify`, the pack verified; for `verify-receipt`, the receipt verified; for `conform`, every vector passed (or failed as expected) |
+//! | 1 | verification failed: the pack or receipt (or the input to `export`) is invalid; for `conform`, a vector failed or an expected failure passed |
+//! | 2 | usage error, unreadable input, I/O error, or a bad trust-root, key file or trusted key; for `conform`, the runner could not run |
 
 use core::fmt;
 use std::io;
