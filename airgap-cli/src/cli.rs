@@ -65,6 +65,12 @@ enum Cmd {
     /// Run the conformance test vectors against a verifier (helm-conformance/1)
     #[command(after_help = EXIT_CODES)]
     Conform(ConformArgs),
+    /// Check, test, sign, verify, compose and explain Guardian policy bundles
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCmd),
+    /// Recompute every DECISION of a verified pack from the policy bundles it carries
+    #[command(after_help = EXIT_CODES)]
+    ReplayDecisions(crate::replay::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +362,8 @@ pub(crate) enum Command {
     Keys(KeysConfig),
     VerifyReceipt(VerifyReceiptConfig),
     Conform(ConformConfig),
+    Policy(crate::policy::PolicyCmd),
+    ReplayDecisions(crate::replay::ReplayArgs),
 }
 
 fn usage(kind: ErrorKind, msg: impl core::fmt::Display) -> clap::Error {
@@ -421,6 +429,8 @@ where
             json: a.json,
         }),
         Cmd::Conform(a) => Command::Conform(conform_config(a)?),
+        Cmd::Policy(c) => Command::Policy(c),
+        Cmd::ReplayDecisions(a) => Command::ReplayDecisions(a),
     })
 }
 

@@ -28,6 +28,8 @@ mod inspect;
 mod keyfile;
 mod keys;
 mod output;
+mod policy;
+mod replay;
 mod report;
 mod shell;
 mod status;
@@ -56,6 +58,8 @@ fn main() -> ExitCode {
         Command::Keys(c) => keys::run(c),
         Command::VerifyReceipt(c) => verify_receipt::run(c),
         Command::Conform(c) => conform::run(c),
+        Command::Policy(c) => policy::run(c),
+        Command::ReplayDecisions(c) => replay::run(c),
     };
     match result {
         Ok(status) => status.into(),
