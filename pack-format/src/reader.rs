@@ -287,8 +287,8 @@ impl<'t> PackReader<'t> {
                 State::Data(entry, remaining) => {
                     let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk.len());
                     let data = chunk.get(..n).unwrap_or(&[]);
-                    self.entry_data(entry, data, obs)?;
                     let left = remaining.saturating_sub(n as u64);
+                    self.entry_data(entry, data, left, obs)?;
                     self.advance_offset(n);
                     if left == 0 {
                         self.end_entry(entry, obs)?;
@@ -465,7 +465,8 @@ impl<'t> PackReader<'t> {
             .map(|i| i.saturating_add(start))
     }
 
-    fn entry_data<O: Observer>(&mut self, entry: Entry, data: &[u8], obs: &mut O) -> Result<(), PackError> {
+    /// `left`: the entry's bytes after `data`.
+    fn entry_data<O: Observer>(&mut self, entry: Entry, data: &[u8], left: u64, obs: &mut O) -> Result<(), PackError> {
         match entry {
             Entry::Manifest => {
                 let end = self.manifest_len.saturating_add(data.len());
@@ -494,7 +495,7 @@ impl<'t> PackReader<'t> {
                 self.blob_hasher.update(data);
                 Ok(())
             }
-            Entry::Segment => self.segment_data(data, obs),
+            Entry::Segment => self.segment_data(data, left, obs),
         }
     }
 
@@ -525,7 +526,9 @@ impl<'t> PackReader<'t> {
         Ok(())
     }
 
-    fn segment_data<O: Observer>(&mut self, mut data: &[u8], obs: &mut O) -> Result<(), PackError> {
+    /// `left`: the segment's bytes after `data` (to judge a record that does not frame
+    /// by the whole rest of its segment, however the input was split into chunks).
+    fn segment_data<O: Observer>(&mut self, mut data: &[u8], left: u64, obs: &mut O) -> Result<(), PackError> {
         while !data.is_empty() {
             if self.record_len == 0 {
                 // Fast path: whole records straight from the caller's chunk, no copy.
@@ -537,19 +540,14 @@ impl<'t> PackReader<'t> {
                         continue;
                     }
                     Ok(_) => {}
-                    Err(NotARecord) => return Err(self.framing_error(data)),
+                    Err(NotARecord) => return Err(self.framing_error(data, (data.len() as u64).saturating_add(left))),
                 }
             }
             // Slow path: gather the record in the buffer.
             let want = match record_len(self.record.get(..self.record_len).unwrap_or(&[])) {
                 Ok(Some(n)) => n,
                 Ok(None) => self.record_len.saturating_add(16).max(16),
-                Err(NotARecord) => {
-                    let buf = core::mem::take(&mut self.record);
-                    let e = self.framing_error(buf.get(..self.record_len).unwrap_or(&[]));
-                    self.record = buf;
-                    return Err(e);
-                }
+                Err(NotARecord) => return Err(self.buffered_framing_error(data, left)),
             };
             if want > self.record.len() {
                 return Err(self.too_large());
@@ -561,7 +559,12 @@ impl<'t> PackReader<'t> {
             }
             self.record_len = self.record_len.saturating_add(n);
             data = rest;
-            if let Ok(Some(total)) = record_len(self.record.get(..self.record_len).unwrap_or(&[])) {
+            let framed = record_len(self.record.get(..self.record_len).unwrap_or(&[]));
+            if framed.is_err() {
+                // Judged now, not when the next chunk comes (or the segment ends).
+                return Err(self.buffered_framing_error(data, left));
+            }
+            if let Ok(Some(total)) = framed {
                 if total > self.record.len() {
                     return Err(self.too_large());
                 }
@@ -589,13 +592,27 @@ impl<'t> PackReader<'t> {
         PackError::record(e, self.offset).at_entry(self.entry, self.name())
     }
 
-    fn framing_error(&mut self, bytes: &[u8]) -> PackError {
-        // Let the record decoder name the defect; a record whose heads do not frame
-        // never decodes.
-        match self.verifier.push(bytes) {
-            Err(e) => PackError::record(e, self.offset).at_entry(self.entry, self.name()),
-            Ok(_) => self.fail(PackCode::SegmentInvalid, "record framing failed"),
-        }
+    /// The error for a record whose heads do not frame: what the record decoder reports
+    /// for the bytes from the record's start to the end of its segment
+    /// (spec/evidencepack.md §2), of which `prefix` are known and `total` exist.
+    fn framing_error(&self, prefix: &[u8], total: u64) -> PackError {
+        let total = usize::try_from(total).unwrap_or(usize::MAX);
+        let code = verify_core::envelope_error(prefix, total).unwrap_or(ErrorCode::CoseStructure);
+        let e = VerifyError::new(
+            code,
+            self.verifier.count(),
+            None,
+            "record does not frame as a COSE_Sign1",
+        );
+        PackError::record(e, self.offset).at_entry(self.entry, self.name())
+    }
+
+    fn buffered_framing_error(&self, data: &[u8], left: u64) -> PackError {
+        let prefix = self.record.get(..self.record_len).unwrap_or(&[]);
+        let total = (self.record_len as u64)
+            .saturating_add(data.len() as u64)
+            .saturating_add(left);
+        self.framing_error(prefix, total)
     }
 
     fn verify_record<O: Observer>(&mut self, bytes: &[u8], obs: &mut O) -> Result<(), PackError> {

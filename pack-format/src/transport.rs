@@ -174,6 +174,13 @@ pub fn open<'a, R: Read + 'a>(mut source: R, limits: Limits) -> io::Result<(Wrap
                 output: 0,
                 limits,
                 check_trailing: Some(Box::new(|d: &mut ruzstd::decoding::StreamingDecoder<_, _>| {
+                    // The decoder does not compare the frame's content checksum itself.
+                    let frame = &d.decoder;
+                    if frame.get_checksum_from_data() != frame.get_calculated_checksum()
+                        && frame.get_checksum_from_data().is_some()
+                    {
+                        return Err(invalid("zstd content checksum does not match"));
+                    }
                     let mut one = [0u8; 1];
                     Ok(d.get_mut().read(&mut one)? > 0)
                 })),

@@ -492,6 +492,17 @@ pub fn generate(dir: &Path) -> Vec<PackVector> {
         &bomb,
         PackExpectation::Reject { error: "PACK_TRANSPORT_INVALID".into() },
     );
+    let mut zc = pack_format::transport::compress(&pack, pack_format::transport::Wrapper::Zstd).expect("zstd");
+    let last = zc.len() - 1;
+    zc[last] ^= 0x04;
+    o.add(
+        "invalid/zstd-checksum",
+        "L3",
+        "The valid pack in a zstd frame whose 4-byte content checksum has one bit flipped: the tar inside is intact, the wrapper is not (found by differential fuzzing against the Python verifier).",
+        ".tar.zst",
+        &zc,
+        PackExpectation::Reject { error: "PACK_TRANSPORT_INVALID".into() },
+    );
     let gz = pack_format::transport::compress(&pack, pack_format::transport::Wrapper::Gzip).expect("gzip");
     o.add(
         "invalid/gzip-truncated",

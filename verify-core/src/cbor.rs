@@ -43,12 +43,31 @@ pub const MAJOR_SIMPLE: u8 = 7;
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Where the input ends: `buf.len()`, or further when `buf` is only the known
+    /// beginning of a longer input (see [`Reader::with_input_len`]).
+    end: usize,
 }
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            end: buf.len(),
+        }
+    }
+
+    /// A reader over `buf`, the first bytes of an input of `input_len` bytes: lengths and
+    /// counts are checked against the whole input, as a decoder that had it all would.
+    /// Reading content beyond `buf` is `Truncated`. (A pack reader uses this to name the
+    /// defect of a record that does not frame, whatever its reads looked like.)
+    pub fn with_input_len(buf: &'a [u8], input_len: usize) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            end: input_len.max(buf.len()),
+        }
     }
 
     /// Offset of the next unread byte.
@@ -58,7 +77,7 @@ impl<'a> Reader<'a> {
 
     /// Whether every byte was read.
     pub fn is_empty(&self) -> bool {
-        self.pos >= self.buf.len()
+        self.pos >= self.end
     }
 
     /// Fails unless every byte was consumed.
@@ -151,7 +170,7 @@ impl<'a> Reader<'a> {
     /// than what remains is truncated input: the same verdict on 32- and 64-bit targets.
     fn len(&mut self, major: u8) -> Result<usize, CborError> {
         let arg = self.expect(major)?;
-        let remaining = self.buf.len().saturating_sub(self.pos) as u64;
+        let remaining = self.end.saturating_sub(self.pos) as u64;
         if arg > remaining {
             return Err(CborError::Truncated);
         }
@@ -182,12 +201,12 @@ impl<'a> Reader<'a> {
 
     /// A byte string of exactly `N` bytes.
     pub fn bytes_fixed<const N: usize>(&mut self) -> Result<[u8; N], CborError> {
-        let b = self.bytes()?;
-        let mut out = [0u8; N];
-        if b.len() != N {
+        // The length is judged from the head, before the content is read.
+        if self.len(MAJOR_BYTES)? != N {
             return Err(CborError::WrongLength);
         }
-        out.copy_from_slice(b);
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
@@ -226,7 +245,7 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         let (major, arg) = self.head()?;
-        let remaining = self.buf.len().saturating_sub(self.pos) as u64;
+        let remaining = self.end.saturating_sub(self.pos) as u64;
         if matches!(major, MAJOR_BYTES | MAJOR_TEXT | MAJOR_ARRAY | MAJOR_MAP) && arg > remaining {
             return Err(CborError::Truncated);
         }

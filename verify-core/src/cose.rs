@@ -11,6 +11,13 @@ pub const COSE_ALG_EDDSA: i64 = -8;
 /// CBOR tag of COSE_Sign1 (RFC 9052).
 pub const COSE_SIGN1_TAG: u64 = 18;
 
+/// The error [`Sign1::decode`] would report for an input of `input_len` bytes that
+/// begins with `prefix`, when the envelope's heads are malformed within `prefix`.
+/// `None` if `prefix` does not show an envelope error.
+pub fn envelope_error(prefix: &[u8], input_len: usize) -> Option<ErrorCode> {
+    Sign1::decode_from(Reader::with_input_len(prefix, input_len)).err()
+}
+
 /// A decoded COSE_Sign1: well-formed, signature not yet checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sign1<'a> {
@@ -27,7 +34,10 @@ pub struct Sign1<'a> {
 impl<'a> Sign1<'a> {
     /// Decodes the envelope strictly: exactly one tagged COSE_Sign1, nothing after it.
     pub fn decode(bytes: &'a [u8]) -> Result<Sign1<'a>, ErrorCode> {
-        let mut r = Reader::new(bytes);
+        Sign1::decode_from(Reader::new(bytes))
+    }
+
+    fn decode_from(mut r: Reader<'a>) -> Result<Sign1<'a>, ErrorCode> {
         let outer = (|| -> Result<_, CborError> {
             if r.tag()? != COSE_SIGN1_TAG {
                 return Err(CborError::UnexpectedType);

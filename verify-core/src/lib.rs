@@ -61,7 +61,7 @@ mod verifier;
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
 
-pub use cose::{Sign1, COSE_ALG_EDDSA, COSE_SIGN1_TAG};
+pub use cose::{envelope_error, Sign1, COSE_ALG_EDDSA, COSE_SIGN1_TAG};
 pub use ed25519::{verify_signature, KeyError, PublicKey};
 pub use error::{CborError, ErrorCode, VerifyError};
 pub use merkle::{

@@ -23,15 +23,15 @@ MAX_DEPTH = 8
 # length-or-count-beyond-input rule (RF §2.1) and the ban on undefined and the
 # unassigned simple values (RF §2.4).
 #
-# "spec" (default): as the specification is written, when the head is read, before
+# "spec": as an earlier draft of the specification read, when the head is read, before
 #   any type comparison (verification.md §4: "at the moment the head is read
 #   (before its type is compared)"; RF §2.4: "wherever they appear").
-# "reference": as the Rust reference implementation does them: where a step
+# "reference" (default; now what the specification says, RF §2.1, §2.4, §2.7): where a step
 #   expects one type, the type is compared first and these checks run only on an
 #   item of the expected type; items read as "any value" (payload values,
 #   extensions, claims) are checked right after the head.
 # See implementations/python/README.md, "Known disagreements".
-ITEM_CHECK_ORDER = os.environ.get("HELM_VERIFY_CBOR_ORDER", "spec")
+ITEM_CHECK_ORDER = os.environ.get("HELM_VERIFY_CBOR_ORDER", "reference")
 if ITEM_CHECK_ORDER not in ("spec", "reference"):
     raise ValueError("HELM_VERIFY_CBOR_ORDER must be spec or reference")
 
