@@ -18,7 +18,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::vec::Vec;
 
-use verify_core::{Hash, Record, SignatureCheck};
+use verify_core::{Hash, KeyCache, Record, SignatureCheck};
 
 use crate::reader::{record_len, Observer};
 use crate::tar::{self, BLOCK};
@@ -151,9 +151,9 @@ struct Queue {
     more: Condvar,
 }
 
-fn check_all(job: &[(u64, Vec<u8>)]) -> Vec<(u64, SignatureCheck)> {
+fn check_all(job: &[(u64, Vec<u8>)], keys: &mut KeyCache) -> Vec<(u64, SignatureCheck)> {
     job.iter()
-        .map(|(i, bytes)| (*i, SignatureCheck::compute(bytes)))
+        .map(|(i, bytes)| (*i, SignatureCheck::compute_cached(bytes, keys)))
         .collect()
 }
 
@@ -166,6 +166,8 @@ pub(crate) struct Checks {
     ready: HashMap<u64, SignatureCheck>,
     dispatched: u64,
     batch: Job,
+    /// Keys decoded by this (the reader's) thread.
+    keys: KeyCache,
 }
 
 impl Checks {
@@ -179,24 +181,27 @@ impl Checks {
         for _ in 0..workers {
             let queue = Arc::clone(&queue);
             let results: Sender<_> = res_tx.clone();
-            scope.spawn(move || loop {
-                let job = {
-                    let Ok(mut guard) = queue.jobs.lock() else { return };
-                    loop {
-                        if let Some(job) = guard.0.pop_front() {
-                            break job;
+            scope.spawn(move || {
+                let mut keys = KeyCache::default();
+                loop {
+                    let job = {
+                        let Ok(mut guard) = queue.jobs.lock() else { return };
+                        loop {
+                            if let Some(job) = guard.0.pop_front() {
+                                break job;
+                            }
+                            if guard.1 {
+                                return;
+                            }
+                            guard = match queue.more.wait(guard) {
+                                Ok(g) => g,
+                                Err(_) => return,
+                            };
                         }
-                        if guard.1 {
-                            return;
-                        }
-                        guard = match queue.more.wait(guard) {
-                            Ok(g) => g,
-                            Err(_) => return,
-                        };
+                    };
+                    if results.send(check_all(&job, &mut keys)).is_err() {
+                        return;
                     }
-                };
-                if results.send(check_all(&job)).is_err() {
-                    return;
                 }
             });
         }
@@ -206,6 +211,7 @@ impl Checks {
             ready: HashMap::new(),
             dispatched: 0,
             batch: Vec::new(),
+            keys: KeyCache::default(),
         }
     }
 
@@ -256,7 +262,7 @@ impl Checks {
             }
             let job = self.queue.jobs.lock().ok().and_then(|mut g| g.0.pop_front());
             match job {
-                Some(job) => self.ready.extend(check_all(&job)),
+                Some(job) => self.ready.extend(check_all(&job, &mut self.keys)),
                 None => match self.results.recv() {
                     Ok(done) => self.ready.extend(done),
                     Err(_) => return None,

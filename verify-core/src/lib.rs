@@ -80,8 +80,8 @@ pub use registry::{
 pub use tables::OwnedTables;
 pub use tables::{Capacity, EscalationSlot, IntentSlot, KeySlot, RecordSlot, StreamSlot, Tables};
 pub use verifier::{
-    approval_challenge, checkpoint_challenge, SetupError, SignatureCheck, Verified, Verifier, APPROVAL_CONTEXT,
-    CHECKPOINT_CONTEXT,
+    approval_challenge, checkpoint_challenge, KeyCache, SetupError, SignatureCheck, Verified, Verifier,
+    APPROVAL_CONTEXT, CHECKPOINT_CONTEXT,
 };
 
 #[cfg(feature = "sign")]
