@@ -23,8 +23,33 @@ use verify_core::{Hash, KeyCache, Record, SignatureCheck};
 use crate::reader::{record_len, Observer};
 use crate::tar::{self, BLOCK};
 
-/// Records with their stream index, as sent to a worker.
-type Job = Vec<(u64, Vec<u8>)>;
+/// Consecutive records, from stream index `first` on, in one buffer (no allocation per
+/// record): record `k` is `data[ends[k - 1]..ends[k]]`.
+#[derive(Default)]
+struct Job {
+    first: u64,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Job {
+    fn push(&mut self, index: u64, record: &[u8]) {
+        if self.ends.is_empty() {
+            self.first = index;
+        }
+        self.data.extend_from_slice(record);
+        self.ends.push(self.data.len());
+    }
+
+    fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let starts = core::iter::once(0).chain(self.ends.iter().copied());
+        (self.first..).zip(
+            starts
+                .zip(self.ends.iter().copied())
+                .map(|(a, b)| self.data.get(a..b).unwrap_or(&[])),
+        )
+    }
+}
 
 /// Records per job sent to a worker.
 const BATCH: usize = 64;
@@ -54,8 +79,8 @@ impl Preframer {
         }
     }
 
-    /// Records completed by `chunk`, with their indices.
-    pub(crate) fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<(u64, Vec<u8>)>) {
+    /// Passes each record completed by `chunk` to `out`, with its index.
+    pub(crate) fn feed(&mut self, mut chunk: &[u8], out: &mut dyn FnMut(u64, &[u8])) {
         while !chunk.is_empty() {
             match self.state {
                 Frame::Stop => return,
@@ -116,8 +141,20 @@ impl Preframer {
         }
     }
 
-    fn frame(&mut self, mut data: &[u8], out: &mut Vec<(u64, Vec<u8>)>) {
+    fn frame(&mut self, mut data: &[u8], out: &mut dyn FnMut(u64, &[u8])) {
         while !data.is_empty() {
+            if self.record.is_empty() {
+                // Whole records straight from the chunk.
+                if let Ok(Some(n)) = record_len(data) {
+                    if n <= data.len() && n <= verify_core::MAX_RECORD_SIZE {
+                        let (rec, rest) = data.split_at(n);
+                        out(self.next_index, rec);
+                        self.next_index = self.next_index.saturating_add(1);
+                        data = rest;
+                        continue;
+                    }
+                }
+            }
             // Read heads first (a few bytes), then the exact remainder of the record.
             let want = match record_len(&self.record) {
                 Ok(Some(n)) => n,
@@ -137,7 +174,8 @@ impl Preframer {
             data = rest;
             if let Ok(Some(total)) = record_len(&self.record) {
                 if total == self.record.len() {
-                    out.push((self.next_index, core::mem::take(&mut self.record)));
+                    out(self.next_index, &self.record);
+                    self.record.clear();
                     self.next_index = self.next_index.saturating_add(1);
                 }
             }
@@ -151,9 +189,9 @@ struct Queue {
     more: Condvar,
 }
 
-fn check_all(job: &[(u64, Vec<u8>)], keys: &mut KeyCache) -> Vec<(u64, SignatureCheck)> {
-    job.iter()
-        .map(|(i, bytes)| (*i, SignatureCheck::compute_cached(bytes, keys)))
+fn check_all(job: &Job, keys: &mut KeyCache) -> Vec<(u64, SignatureCheck)> {
+    job.records()
+        .map(|(i, bytes)| (i, SignatureCheck::compute_cached(bytes, keys)))
         .collect()
 }
 
@@ -210,30 +248,26 @@ impl Checks {
             results: res_rx,
             ready: HashMap::new(),
             dispatched: 0,
-            batch: Vec::new(),
+            batch: Job::default(),
             keys: KeyCache::default(),
         }
     }
 
-    /// Queues records for checking.
-    pub(crate) fn submit(&mut self, records: Vec<(u64, Vec<u8>)>) {
-        for r in records {
-            self.batch.push(r);
-            if self.batch.len() >= BATCH {
-                self.flush();
-            }
+    /// Queues one record for checking.
+    pub(crate) fn add(&mut self, index: u64, record: &[u8]) {
+        self.batch.push(index, record);
+        if self.batch.ends.len() >= BATCH {
+            self.flush();
         }
     }
 
     /// Queues a partial batch (before the reader needs it).
     pub(crate) fn flush(&mut self) {
-        if self.batch.is_empty() {
+        if self.batch.ends.is_empty() {
             return;
         }
         let batch = core::mem::take(&mut self.batch);
-        if let Some(last) = batch.last() {
-            self.dispatched = self.dispatched.max(last.0.saturating_add(1));
-        }
+        self.dispatched = self.dispatched.max(batch.first.saturating_add(batch.ends.len() as u64));
         if let Ok(mut guard) = self.queue.jobs.lock() {
             guard.0.push_back(batch);
             self.queue.more.notify_one();

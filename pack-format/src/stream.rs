@@ -138,9 +138,7 @@ fn feed_parallel<O: Observer>(
         let mut checks = Checks::start(scope, opts.threads.saturating_sub(1));
         let mut frames = Preframer::new();
         let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
-        let mut found = Vec::new();
-        frames.feed(&prefix, &mut found);
-        checks.submit(core::mem::take(&mut found));
+        frames.feed(&prefix, &mut |i, r| checks.add(i, r));
         pending.push_back(prefix);
         let mut eof = false;
         let result = loop {
@@ -158,8 +156,7 @@ fn feed_parallel<O: Observer>(
                     break;
                 }
                 buf.truncate(n);
-                frames.feed(&buf, &mut found);
-                checks.submit(core::mem::take(&mut found));
+                frames.feed(&buf, &mut |i, r| checks.add(i, r));
                 pending.push_back(buf);
             }
             checks.flush();
