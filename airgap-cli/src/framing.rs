@@ -2,9 +2,6 @@
 //! reader does: tag 18, array of 4, byte string, empty map, byte string, byte string of
 //! 64 bytes (spec/evidencepack.md §2).
 
-use verify_core::cbor::Reader;
-use verify_core::CborError;
-
 /// Why a sequence does not frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FrameError {
@@ -24,38 +21,10 @@ impl core::fmt::Display for FrameError {
 }
 
 /// The length of the record at the start of `buf`; `Ok(None)` if more bytes are needed
-/// to tell.
+/// to tell. The pack reader's own framer, so `inspect` and `export` frame exactly as
+/// verification does.
 pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-    let mut pos = 0usize;
-    // (major type, required argument; None = a byte-string length to skip)
-    const STEPS: [(u8, Option<u64>); 6] = [
-        (6, Some(18)),
-        (4, Some(4)),
-        (2, None),
-        (5, Some(0)),
-        (2, None),
-        (2, Some(64)),
-    ];
-    for (major, want) in STEPS {
-        let Some(rest) = buf.get(pos..) else {
-            return Ok(None);
-        };
-        let mut r = Reader::new(rest);
-        let (m, arg) = match r.head() {
-            Ok(h) => h,
-            Err(CborError::Truncated) => return Ok(None),
-            Err(_) => return Err(FrameError::NotARecord),
-        };
-        if m != major || want.is_some_and(|w| w != arg) {
-            return Err(FrameError::NotARecord);
-        }
-        pos = pos.checked_add(r.position()).ok_or(FrameError::NotARecord)?;
-        if major == 2 {
-            let len = usize::try_from(arg).map_err(|_| FrameError::NotARecord)?;
-            pos = pos.checked_add(len).ok_or(FrameError::NotARecord)?;
-        }
-    }
-    Ok(Some(pos))
+    pack_format::record_len(buf).map_err(|_| FrameError::NotARecord)
 }
 
 /// Splits a whole CBOR sequence into records. On failure, the byte offset and why.
