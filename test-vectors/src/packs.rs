@@ -270,15 +270,13 @@ pub fn generate(dir: &Path) -> Vec<PackVector> {
     );
 
     let mut x = e.clone();
-    let removed = x.remove(first_blob);
-    let removed_name = removed.0.clone();
+    x.remove(first_blob);
     let mi = manifest_index(&x);
     x[mi].1 = resign_manifest(&x[mi].1, &kernel, |m| m.blobs -= 1);
-    let _ = removed_name;
     o.reject(
         "invalid/blob-dropped",
         "L2",
-        "A referenced blob removed without being listed as withheld (manifest re-signed to match).",
+        "A referenced blob removed without being listed as withheld (the manifest is re-signed with one blob fewer; the record that references it fails before the manifest is checked).",
         &build(&x),
         "PACK_BLOB_MISSING",
     );
@@ -454,9 +452,7 @@ pub fn generate(dir: &Path) -> Vec<PackVector> {
         .iter()
         .position(|r| verify_core::Record::decode(r).map(|r| r.kind) == Ok(verify_core::Kind::Effect))
         .expect("effect");
-    let dropped_hash = sha256(&dropped[effect]);
     dropped.remove(effect);
-    let _ = dropped_hash;
     let referenced: std::collections::BTreeSet<Hash> = dropped
         .iter()
         .filter_map(|r| {

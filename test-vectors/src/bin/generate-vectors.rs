@@ -1034,7 +1034,7 @@ fn rule2_vectors(v: &mut Vectors<'_>) {
         S2,
         |b| {
             b.lamport = 1;
-            b.time = crate_epoch();
+            b.time = helm_test_vectors::EPOCH_MS;
         },
     );
     v.reject("rule2/revoked-key-backdates-record", "L2", 2, "After the kernel key is revoked at a CHECKPOINT, a record signed with it claims Lamport 1 and the first kernel time of the run; key validity rests on the cut-off, not on clocks the signer chooses.", &c, "KEY_REVOKED");
@@ -1181,17 +1181,12 @@ fn rule2_vectors(v: &mut Vectors<'_>) {
     );
 }
 
-fn crate_epoch() -> u64 {
-    helm_test_vectors::EPOCH_MS
-}
-
 fn rule3_and_4_vectors(v: &mut Vectors<'_>) {
     let w = v.w;
     let k = &w.kernel;
 
     let mut c = genesis(w);
-    let i = intent(&mut c, k, "read_file", 1, S1);
-    let _ = i;
+    intent(&mut c, k, "read_file", 1, S1);
     c.push(
         k,
         Kind::Decision,
