@@ -1,0 +1,16 @@
+//! The HELM execution kernel: every proposed tool call becomes signed, durable records
+//! (INTENT, DECISION; later APPROVAL and EFFECT) before anyone acts on it.
+//!
+//! - [`signer`]: the kernel key behind an interface: a key file by default, a PKCS#11
+//!   token (an HSM) with the `pkcs11` feature.
+//! - [`store`]: the ProofGraph store on local disk: append-only segment files, one
+//!   writer at a time, group commit, crash recovery.
+//!
+//! Synchronous and free of network code, so that the air-gapped CLI can read stores and
+//! perform key ceremonies with it. The HTTP server lives in the `proxy` crate.
+
+#![forbid(unsafe_code)]
+
+pub mod keyfile;
+pub mod signer;
+pub mod store;

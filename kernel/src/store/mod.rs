@@ -1,0 +1,1 @@
+//! ProofGraph store (being written).
