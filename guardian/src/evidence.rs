@@ -3,6 +3,7 @@
 //! ([`Evidence::from_records`]), so restarting the kernel cannot reset a budget.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use verify_core::{Body, Hash, Record, Verdict};
@@ -59,12 +60,44 @@ fn yes() -> bool {
     true
 }
 
+/// Per-tool histories of permitted calls and metered costs: one session's, or one
+/// principal's across its sessions. The kernel keeps one per principal and one per
+/// session and lends them to [`Evidence::from_parts`], so a principal's history is
+/// stored once however many sessions it has.
+#[derive(Clone, Debug, Default)]
+pub struct Histories(BTreeMap<String, History>);
+
+impl Histories {
+    /// Adds a permitted call to `tool` at `time`.
+    pub fn add_call(&mut self, tool: &str, time: u64) {
+        let h = self.0.entry(tool.to_owned()).or_default();
+        insert_sorted(&mut h.calls, time);
+    }
+
+    /// Adds `cost` units metered by a call to `tool` at `time`.
+    pub fn add_cost(&mut self, tool: &str, time: u64, cost: u64) {
+        let h = self.0.entry(tool.to_owned()).or_default();
+        let at = h.costs.partition_point(|c| c.0 <= time);
+        h.costs.insert(at, (time, cost));
+    }
+
+    /// Number of tools with a history.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no tool has a history.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Counters over the session's and the principal's history.
 #[derive(Clone, Debug, Default)]
 pub struct Evidence {
-    session: BTreeMap<String, History>,
-    principal: BTreeMap<String, History>,
-    approved: BTreeSet<String>,
+    session: Arc<Histories>,
+    principal: Arc<Histories>,
+    approved: Arc<BTreeSet<String>>,
 }
 
 fn has_glob(p: &str) -> bool {
@@ -77,22 +110,31 @@ impl Evidence {
         Evidence::default()
     }
 
+    /// Evidence over parts the caller keeps: the principal's history, the session's
+    /// history and the tools approved in the session.
+    pub fn from_parts(principal: Arc<Histories>, session: Arc<Histories>, approved: Arc<BTreeSet<String>>) -> Evidence {
+        Evidence {
+            session,
+            principal,
+            approved,
+        }
+    }
+
     /// Adds one permitted call (it counts for the principal, and for the session if
     /// `same_session`).
     pub fn add_call(&mut self, call: &PastCall) {
-        let add = |m: &mut BTreeMap<String, History>| {
-            let h = m.entry(call.tool.clone()).or_default();
-            insert_sorted(&mut h.calls, call.time);
+        let add = |h: &mut Arc<Histories>| {
+            let h = Arc::make_mut(h);
+            h.add_call(&call.tool, call.time);
             if call.cost > 0 {
-                let at = h.costs.partition_point(|c| c.0 <= call.time);
-                h.costs.insert(at, (call.time, call.cost));
+                h.add_cost(&call.tool, call.time, call.cost);
             }
         };
         add(&mut self.principal);
         if call.same_session {
             add(&mut self.session);
             if call.approved {
-                self.approved.insert(call.tool.clone());
+                Arc::make_mut(&mut self.approved).insert(call.tool.clone());
             }
         }
     }
@@ -164,19 +206,14 @@ impl Evidence {
 
     /// Adds cost units metered by an executed call.
     pub fn add_cost(&mut self, tool: &str, time: u64, cost: u64, same_session: bool) {
-        let add = |m: &mut BTreeMap<String, History>| {
-            let h = m.entry(tool.to_owned()).or_default();
-            let at = h.costs.partition_point(|c| c.0 <= time);
-            h.costs.insert(at, (time, cost));
-        };
-        add(&mut self.principal);
+        Arc::make_mut(&mut self.principal).add_cost(tool, time, cost);
         if same_session {
-            add(&mut self.session);
+            Arc::make_mut(&mut self.session).add_cost(tool, time, cost);
         }
     }
 
     fn histories<'a>(&'a self, pattern: &'a str, principal: bool) -> impl Iterator<Item = &'a History> + 'a {
-        let map = if principal { &self.principal } else { &self.session };
+        let map = if principal { &self.principal.0 } else { &self.session.0 };
         let exact = if has_glob(pattern) { None } else { map.get(pattern) };
         let globbed =
             has_glob(pattern).then(|| map.iter().filter(move |(t, _)| glob_match(pattern, t)).map(|(_, h)| h));
@@ -186,7 +223,7 @@ impl Evidence {
     /// Steps charged for a scan with `pattern`: the number of tools looked at.
     pub(crate) fn scan_cost(&self, pattern: &str) -> u64 {
         if has_glob(pattern) {
-            (self.principal.len() as u64).saturating_add(1)
+            (self.principal.0.len() as u64).saturating_add(1)
         } else {
             1
         }

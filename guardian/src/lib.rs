@@ -29,7 +29,7 @@ pub use bundle::{
     Rule, Scope, TestCase, BUNDLE_LABEL, MAX_BUDGETS, MAX_BUNDLE_SIZE, MAX_REQUIREMENTS, MAX_RULES, MAX_TESTS,
 };
 pub use engine::{set_hash, Decision, EscalationMap, Guardian, Held, Limits, Outcome, RuleTrace, TestResult};
-pub use evidence::{Evidence, PastCall, COST_METER};
+pub use evidence::{Evidence, Histories, PastCall, COST_METER};
 pub use expr::{glob_match, EvalError, ExprError, MAX_DEPTH, MAX_EXPR_LEN, MAX_LIST, MAX_NODES, MAX_PATTERN_LEN};
 pub use replay::{replay, Finding, ReplayReport, KERNEL_DENY_REASONS, SALT_LEN};
 pub use request::Request;
