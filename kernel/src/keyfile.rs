@@ -39,7 +39,7 @@ impl fmt::Display for KeyFileError {
     }
 }
 
-impl std::error::Error for KeyFileError {}
+impl core::error::Error for KeyFileError {}
 
 fn default_role() -> String {
     verify_core::ROLE_KERNEL.into()
@@ -59,7 +59,10 @@ struct KeyJson {
 /// 64 lowercase hex digits as 32 bytes.
 pub fn hex32(s: &str) -> Result<[u8; 32], String> {
     if s.len() != 64 {
-        return Err(format!("expected 64 hex digits, found {} characters", s.chars().count()));
+        return Err(format!(
+            "expected 64 hex digits, found {} characters",
+            s.chars().count()
+        ));
     }
     if !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err("expected lowercase hex digits (0-9, a-f)".into());
@@ -71,7 +74,9 @@ pub fn hex32(s: &str) -> Result<[u8; 32], String> {
 /// `ed25519:<hex>` as a raw key.
 pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
     let Some(h) = s.strip_prefix(KEY_PREFIX) else {
-        return Err(format!("a key is written \"{KEY_PREFIX}\" followed by 64 lowercase hex digits"));
+        return Err(format!(
+            "a key is written \"{KEY_PREFIX}\" followed by 64 lowercase hex digits"
+        ));
     };
     hex32(h)
 }
@@ -180,8 +185,7 @@ impl KeyFile {
                 path.display()
             )));
         }
-        let text =
-            fs::read_to_string(path).map_err(|e| KeyFileError(format!("key file {}: {e}", path.display())))?;
+        let text = fs::read_to_string(path).map_err(|e| KeyFileError(format!("key file {}: {e}", path.display())))?;
         let k = KeyFile::parse(&text).map_err(|p| KeyFileError(format!("key file {}: {p}", path.display())))?;
         Ok((k, meta.permissions().mode() & 0o077 != 0))
     }

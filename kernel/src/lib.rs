@@ -10,7 +10,28 @@
 //! perform key ceremonies with it. The HTTP server lives in the `proxy` crate.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::panic,
+        reason = "unit tests fail loudly"
+    )
+)]
 
+pub mod clock;
+mod kernel;
 pub mod keyfile;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod signer;
 pub mod store;
+pub mod trust;
+
+pub use kernel::{
+    Answer, Args, EffectReport, Kernel, KernelConfig, KernelError, Metrics, OpenReport, PendingApproval, Proposal,
+    Refusal, Status, SALT_LEN,
+};

@@ -8,8 +8,8 @@
 use core::fmt;
 use std::path::Path;
 
-use verify_core::{protected_header, sig_structure, CborWriter, RecordBuilder};
 use verify_core::Signer;
+use verify_core::{protected_header, sig_structure, CborWriter, RecordBuilder};
 
 use crate::keyfile::{KeyFile, KeyFileError};
 
@@ -23,7 +23,7 @@ impl fmt::Display for SignError {
     }
 }
 
-impl std::error::Error for SignError {}
+impl core::error::Error for SignError {}
 
 /// Something that signs with one Ed25519 key.
 pub trait RecordSigner: Send + Sync + fmt::Debug {

@@ -1,0 +1,170 @@
+//! Kernel decision latency and durable throughput.
+//!
+//! - In process: `Kernel::evaluate` (Guardian with a 100-rule bundle, INTENT and
+//!   DECISION signed, appended; durable mode also waits for the fsync) p50/p99/p999
+//!   for ALLOW and DENY, buffered and durable, one caller.
+//! - Durable throughput with group commit at 1, 16 and 64 concurrent callers.
+//! - Baseline side by side: two bare Ed25519 signatures (what a decision must at least
+//!   cost), so the ratio shows the kernel's own overhead.
+//!
+//! `cargo bench -p helm-kernel --bench kernel` (harness = false). The store lives in
+//! `HELM_BENCH_DIR` (default: a temporary directory under the target dir's disk).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::cast_precision_loss,
+    reason = "benchmark"
+)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+use std::sync::Arc;
+use std::time::Instant;
+
+use helm_kernel::clock::SystemClock;
+use helm_kernel::signer::KeyFileSigner;
+use helm_kernel::store::Durability;
+use helm_kernel::{Args, Kernel, KernelConfig, Proposal, Status};
+use serde_json::json;
+use verify_core::{body, sha256, Kind, RecordBuilder, Signer, TrustAction};
+
+fn seed(name: &str) -> [u8; 32] {
+    sha256(format!("HELM KERNEL BENCH KEY - PUBLIC, NEVER USE FOR REAL - {name}").as_bytes())
+}
+
+fn chain() -> Vec<u8> {
+    let root = Signer::from_seed(&seed("root"));
+    let kernel = Signer::from_seed(&seed("kernel"));
+    let mut b = RecordBuilder::new(
+        Kind::TrustEvent,
+        body::trust_event(
+            TrustAction::Publish,
+            &kernel.public_key(),
+            Some(&["kernel"]),
+            None,
+            None,
+        ),
+    );
+    b.lamport = 1;
+    b.sign(&root)
+}
+
+fn bundle() -> guardian::Bundle {
+    let mut s = String::from("name = \"bench\"\nprincipals = [\"agent-*\"]\nother_tools = \"deny\"\n");
+    for i in 0..100 {
+        s.push_str(&format!(
+            "[[rule]]\nid = \"r{i}\"\ntools = [\"srv/tool_{i}\"]\nverdict = \"allow\"\nrequire = [\"args.path matches '/workspace/*' and not (args.path contains '..')\", \"args.size <= 1000\"]\n"
+        ));
+    }
+    guardian::Bundle::from_toml(&s).unwrap()
+}
+
+fn open(durability: Durability) -> (Kernel, tempfile::TempDir) {
+    let base = std::env::var_os("HELM_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = match base {
+        Some(b) => tempfile::tempdir_in(b).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let root = Signer::from_seed(&seed("root")).public_key();
+    let mut c = KernelConfig::new(dir.path().to_path_buf(), vec![root], chain(), vec![bundle()]);
+    c.store.durability = durability;
+    c.checkpoint_every = 10_000;
+    let s = KeyFileSigner::from_seed(&seed("kernel"), "bench key");
+    let (k, _) = Kernel::open(c, Arc::new(s), Arc::new(SystemClock)).unwrap();
+    (k, dir)
+}
+
+fn proposal(i: u64, allow: bool) -> Proposal {
+    let path = if allow { "/workspace/file.txt" } else { "/etc/passwd" };
+    Proposal {
+        tool: format!("srv/tool_{}", i % 100),
+        args: Args::Json(json!({"path": path, "size": 10, "n": i})),
+        principal: "agent-1".into(),
+        session: format!("s{}", i % 8),
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+}
+
+fn latency(name: &str, durability: Durability, n: u64) {
+    let (k, _dir) = open(durability);
+    for allow in [true, false] {
+        let mut t = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let p = proposal(i, allow);
+            let start = Instant::now();
+            let a = k.evaluate(&p);
+            t.push(start.elapsed().as_nanos() as u64);
+            assert_eq!(a.status == Status::Allow, allow, "{a:?}");
+        }
+        t.sort_unstable();
+        println!(
+            "{name:<9} {:<5} n={n:<6} p50 {:>8.1} us  p99 {:>8.1} us  p999 {:>8.1} us",
+            if allow { "allow" } else { "deny" },
+            pct(&t, 0.5),
+            pct(&t, 0.99),
+            pct(&t, 0.999)
+        );
+    }
+}
+
+fn throughput(callers: u64, secs: u64) -> f64 {
+    let (k, _dir) = open(Durability::Durable);
+    let k = Arc::new(k);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let threads: Vec<_> = (0..callers)
+        .map(|c| {
+            let (k, done) = (k.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut i = c * 1_000_000;
+                while Instant::now() < deadline {
+                    let a = k.evaluate(&proposal(i, true));
+                    assert_eq!(a.status, Status::Allow, "{a:?}");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / secs as f64
+}
+
+fn baseline(n: u64) -> f64 {
+    let s = Signer::from_seed(&seed("kernel"));
+    let msg = [7u8; 300];
+    let start = Instant::now();
+    for _ in 0..n {
+        core::hint::black_box(s.sign(core::hint::black_box(&msg)));
+        core::hint::black_box(s.sign(core::hint::black_box(&msg)));
+    }
+    start.elapsed().as_nanos() as f64 / n as f64 / 1000.0
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 2_000 } else { 20_000 };
+    println!("baseline: two Ed25519 signatures of 300 bytes: {:.1} us", baseline(n));
+    latency(
+        "buffered",
+        Durability::Buffered {
+            sync_interval: Duration::from_millis(50),
+        },
+        n,
+    );
+    latency("durable", Durability::Durable, n / 10);
+    let secs = if quick { 1 } else { 3 };
+    for callers in [1, 16, 64] {
+        println!(
+            "durable throughput, {callers:>2} callers: {:>8.0} decisions/s",
+            throughput(callers, secs)
+        );
+    }
+}

@@ -1,0 +1,1360 @@
+//! The kernel: decisions, effects, approvals and checkpoints as signed, durable records.
+//!
+//! One lock orders every append: under it the kernel reads its clocks, asks Guardian,
+//! builds and signs the records and hands them to the store. Waiting for the fsync
+//! happens outside the lock, so concurrent callers share one group commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use guardian::{Bundle, Evidence, Guardian, Histories, Limits, Request};
+use serde::Serialize;
+use verify_core::body::{self, Effect};
+use verify_core::{
+    approval_challenge, sha256, Body, CallKind, EffectStatus, Escalation, Hash, Kind, MerkleAccumulator, Record,
+    RecordBuilder, Verdict,
+};
+
+use crate::clock::Clock;
+use crate::signer::{sign_record, RecordSigner};
+use crate::store::{Store, StoreError, StoreOptions, Ticket};
+use crate::trust::{verify_chain, Registry};
+
+/// Length of the random salt in front of a committed value (record-format.md §9).
+pub const SALT_LEN: usize = 16;
+
+/// How the kernel is set up.
+#[derive(Debug)]
+pub struct KernelConfig {
+    /// The store directory (records in `DIR/records`, blobs in `DIR/blobs`).
+    pub store_dir: PathBuf,
+    /// Durability and segment options of the record log.
+    pub store: StoreOptions,
+    /// Root keys the trust chain must be signed by.
+    pub anchors: Vec<[u8; 32]>,
+    /// The trust chain (a CBOR sequence of TRUST_EVENTs), as `helm-airgap keys` writes it.
+    pub trust_chain: Vec<u8>,
+    /// Policy bundles, already loaded and author-verified.
+    pub bundles: Vec<Bundle>,
+    /// Guardian's evaluation limits.
+    pub limits: Limits,
+    /// A CHECKPOINT after this many records (0: only on request and on `tick`).
+    pub checkpoint_every: u64,
+    /// Also a CHECKPOINT on `tick` when records were added and this much kernel time
+    /// passed since the last one (ms; 0: never by time).
+    pub checkpoint_interval_ms: u64,
+    /// How long a resolved escalation keeps answering retries of its call (ms).
+    pub resolved_ttl_ms: u64,
+}
+
+impl KernelConfig {
+    /// A configuration with defaults: durable store, checkpoints every 1000 records or
+    /// 60 s, resolved escalations answer retries for an hour.
+    pub fn new(store_dir: PathBuf, anchors: Vec<[u8; 32]>, trust_chain: Vec<u8>, bundles: Vec<Bundle>) -> Self {
+        KernelConfig {
+            store_dir,
+            store: StoreOptions::default(),
+            anchors,
+            trust_chain,
+            bundles,
+            limits: Limits::default(),
+            checkpoint_every: 1000,
+            checkpoint_interval_ms: 60_000,
+            resolved_ttl_ms: 3_600_000,
+        }
+    }
+}
+
+/// The kernel could not start or could not record.
+#[derive(Debug)]
+pub enum KernelError {
+    /// The trust chain, the trust root or the kernel key is not usable.
+    Trust(String),
+    /// The store failed.
+    Store(StoreError),
+    /// A record in the store does not decode (the store is not this kernel's).
+    Corrupt(String),
+    /// The signer failed.
+    Sign(String),
+}
+
+impl core::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            KernelError::Trust(m) => write!(f, "trust: {m}"),
+            KernelError::Store(e) => write!(f, "store: {e}"),
+            KernelError::Corrupt(m) => write!(f, "store content: {m}"),
+            KernelError::Sign(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl core::error::Error for KernelError {}
+
+impl From<StoreError> for KernelError {
+    fn from(e: StoreError) -> Self {
+        KernelError::Store(e)
+    }
+}
+
+/// A proposed tool call's arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Args {
+    /// JSON arguments (committed as RFC 8785 canonical JSON).
+    Json(serde_json::Value),
+    /// Free-text input of a custom tool (committed as its UTF-8 bytes).
+    Text(String),
+}
+
+/// A tool call an agent proposes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Proposal {
+    /// Tool name (MCP tools: `server/tool`).
+    pub tool: String,
+    /// Its arguments.
+    pub args: Args,
+    /// The authenticated principal (never taken from the request body by servers).
+    pub principal: String,
+    /// The session.
+    pub session: String,
+}
+
+/// What the caller must do with a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Run it, then report the effect with the permit.
+    Allow,
+    /// Do not run it.
+    Deny,
+    /// Do not run it yet: an approval is pending; propose the same call again later.
+    Pending,
+}
+
+/// An open approval: what approvers sign and what the kernel waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PendingApproval {
+    /// The approval id: the ESCALATE record's hash (hex).
+    pub id: String,
+    /// The challenge each approver signs (hex): spec/record-format.md §8.1.
+    pub challenge: String,
+    /// Role every approver must hold.
+    pub role: String,
+    /// Distinct approvers needed.
+    pub quorum: u64,
+    /// Approvers counted so far (public keys, hex).
+    pub approvers: Vec<String>,
+    /// Earliest kernel time an approval is accepted (ms): the timelock.
+    pub not_before: u64,
+    /// Latest kernel time (ms); after it the call is denied with APPROVAL_TIMEOUT.
+    pub expires: u64,
+    /// `pending`, `approved` or `denied`.
+    pub state: String,
+    /// The tool, principal and session of the call.
+    pub tool: String,
+    /// Who proposed it.
+    pub principal: String,
+    /// Its session.
+    pub session: String,
+}
+
+/// The kernel's answer to a proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Answer {
+    /// Run, don't run, or wait.
+    pub status: Status,
+    /// The reason code (spec/registries.md).
+    pub reason: String,
+    /// The rule or budget that decided, if any.
+    pub rule: Option<String>,
+    /// The INTENT record (hex): the id to report the effect under.
+    pub intent: Option<String>,
+    /// The DECISION that answers (hex): ALLOW, DENY or ESCALATE.
+    pub decision: Option<String>,
+    /// The deciding bundle (hex).
+    pub policy: Option<String>,
+    /// With `pending` (and after a grant): the approval.
+    pub approval: Option<PendingApproval>,
+    /// Whether the records are on disk (fsync done). `false` in buffered mode, and when
+    /// recording failed (then the status is `deny` with `KERNEL_ERROR`).
+    pub durable: bool,
+    /// Why recording failed, if it did.
+    pub error: Option<String>,
+}
+
+impl Answer {
+    fn kernel_error(e: &dyn core::fmt::Display) -> Answer {
+        Answer {
+            status: Status::Deny,
+            reason: "KERNEL_ERROR".into(),
+            rule: None,
+            intent: None,
+            decision: None,
+            policy: None,
+            approval: None,
+            durable: false,
+            error: Some(e.to_string()),
+        }
+    }
+}
+
+/// The outcome of an allowed call, as the caller reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectReport {
+    /// The INTENT the permit was given for.
+    pub intent: Hash,
+    /// The authenticated principal reporting it: must be the INTENT's.
+    pub principal: String,
+    /// How it ended.
+    pub status: EffectStatus,
+    /// The tool's output bytes (committed with a fresh salt; kept as a blob).
+    pub output: Vec<u8>,
+    /// Who ran it (for example `client`, or `wasm:sha256:<hex>`).
+    pub executor: String,
+    /// Meters (`duration_ms`, `cost`, ...).
+    pub meters: Vec<(String, u64)>,
+    /// Optional extension map (deterministic CBOR), e.g. sandbox evidence.
+    pub ext: Option<Vec<u8>>,
+    /// Extra blobs to keep with the EFFECT (e.g. a WASM module), already content-named.
+    pub blobs: Vec<Vec<u8>>,
+}
+
+/// Why an effect or approval was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// A stable code: `NO_OPEN_PERMIT`, `NO_PERMIT`, `NOT_YOUR_INTENT`,
+    /// `UNKNOWN_APPROVAL`, `APPROVAL_TIMELOCK`, `APPROVAL_EXPIRED`, `APPROVAL_ROLE`,
+    /// `APPROVAL_INVALID`, `APPROVAL_DUPLICATE`, `ALREADY_RESOLVED`, `KERNEL_ERROR`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+fn refuse(code: &str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+/// What `open` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpenReport {
+    /// Records in the store when opened.
+    pub records: u64,
+    /// Bytes of a torn tail cut off by recovery, and why.
+    pub truncated_bytes: u64,
+    /// What recovery cut, if anything.
+    pub torn: Option<String>,
+    /// TRUST_EVENTs copied from the chain into the store.
+    pub trust_events_added: usize,
+    /// POLICY records added for bundles not yet active.
+    pub policies_added: usize,
+    /// Escalations still waiting for approval.
+    pub pending_approvals: usize,
+}
+
+/// Counters for `/metrics`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Metrics {
+    /// Decisions by status.
+    pub allow: u64,
+    /// DENY answers (including kernel errors).
+    pub deny: u64,
+    /// Pending answers.
+    pub pending: u64,
+    /// Effects recorded.
+    pub effects: u64,
+    /// Approvals recorded (quorum reached).
+    pub approvals: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Answers that were DENY `KERNEL_ERROR` because recording failed.
+    pub kernel_errors: u64,
+    /// Records in the store.
+    pub records: u64,
+}
+
+#[derive(Clone, Debug)]
+struct IntentInfo {
+    tool: String,
+    call_kind: CallKind,
+    args: Hash,
+    principal: String,
+    session: String,
+    /// The parents an EFFECT must name: the ALLOW, or the ESCALATE and the APPROVAL.
+    permit: Option<Vec<Hash>>,
+    used: bool,
+    /// Its ESCALATE, if escalated.
+    escalate: Option<Hash>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EscState {
+    Pending,
+    Approved(Hash),
+    Denied(String, u64),
+}
+
+#[derive(Clone, Debug)]
+struct Esc {
+    intent: Hash,
+    key: Hash,
+    role: String,
+    quorum: u64,
+    not_before: u64,
+    expires: u64,
+    sigs: BTreeMap<[u8; 32], [u8; 64]>,
+    state: EscState,
+    policy: Hash,
+    tool: String,
+    principal: String,
+    session: String,
+}
+
+/// A session's own history and the tools approved in it.
+type SessionEvidence = (Arc<Histories>, Arc<BTreeSet<String>>);
+
+#[derive(Debug, Default)]
+struct State {
+    lamport: u64,
+    time: u64,
+    count: u64,
+    merkle: MerkleAccumulator,
+    seq: HashMap<String, u64>,
+    heads: HashMap<String, Hash>,
+    registry: Registry,
+    /// Bundle hash -> its POLICY record.
+    policies: HashMap<Hash, Hash>,
+    /// Open INTENTs: undecided, escalated, or allowed and not yet used. Denied and used
+    /// ones are dropped, so memory follows the open calls, not the store's size.
+    intents: HashMap<Hash, IntentInfo>,
+    /// Permit record (ALLOW or APPROVAL) -> its INTENT.
+    permits: HashMap<Hash, Hash>,
+    escalations: BTreeMap<Hash, Esc>,
+    /// Intent key (tool, args, principal, session) -> ESCALATE, for retries.
+    by_key: HashMap<Hash, Hash>,
+    principals: HashMap<String, Arc<Histories>>,
+    sessions: HashMap<(String, String), SessionEvidence>,
+    since_checkpoint: u64,
+    last_checkpoint_time: u64,
+    /// Blob names already stored (bundles are stored once).
+    blobs: BTreeSet<Hash>,
+    metrics: Metrics,
+}
+
+/// Records staged under the lock: signed, counted, not yet appended.
+struct Staged {
+    records: Vec<Vec<u8>>,
+    hashes: Vec<Hash>,
+    lamport: u64,
+    time: u64,
+    count: u64,
+    merkle: MerkleAccumulator,
+    seq: Vec<(String, u64)>,
+    heads: Vec<(String, Hash)>,
+    blobs: Vec<Vec<u8>>,
+}
+
+/// The execution kernel.
+#[derive(Debug)]
+pub struct Kernel {
+    state: Mutex<State>,
+    records: Store,
+    blobs: Store,
+    signer: Arc<dyn RecordSigner>,
+    key: [u8; 32],
+    guardian: Guardian,
+    clock: Arc<dyn Clock>,
+    checkpoint_every: u64,
+    checkpoint_interval_ms: u64,
+    resolved_ttl_ms: u64,
+    durable: bool,
+    answered: AtomicU64,
+}
+
+/// The key of a call for retries: SHA-256 over tool, canonical arguments, principal
+/// and session, each length-prefixed.
+fn intent_key(tool: &str, call_kind: CallKind, args: &[u8], principal: &str, session: &str) -> Hash {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        tool.as_bytes(),
+        &[call_kind as u8],
+        args,
+        principal.as_bytes(),
+        session.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+fn hexs(h: &Hash) -> String {
+    hex::encode(h)
+}
+
+/// Canonical bytes of the arguments and their call kind.
+fn canonical_args(args: &Args) -> Result<(CallKind, Vec<u8>), String> {
+    match args {
+        Args::Json(v) => {
+            let text = serde_json::to_vec(v).map_err(|e| format!("arguments do not encode: {e}"))?;
+            let canon = receipt_v5::canonicalize_to_vec(&text)
+                .map_err(|e| format!("arguments have no RFC 8785 form: {e:?}"))?;
+            Ok((CallKind::Json, canon))
+        }
+        Args::Text(t) => Ok((CallKind::Text, t.as_bytes().to_vec())),
+    }
+}
+
+fn salted(content: &[u8]) -> Result<(Hash, Vec<u8>), String> {
+    let mut blob = vec![0u8; SALT_LEN];
+    getrandom::fill(&mut blob).map_err(|e| format!("random source failed: {e}"))?;
+    blob.extend_from_slice(content);
+    Ok((sha256(&blob), blob))
+}
+
+impl State {
+    fn stage(&self) -> Staged {
+        Staged {
+            records: Vec::new(),
+            hashes: Vec::new(),
+            lamport: self.lamport,
+            time: self.time,
+            count: self.count,
+            merkle: self.merkle.clone(),
+            seq: Vec::new(),
+            heads: Vec::new(),
+            blobs: Vec::new(),
+        }
+    }
+
+    /// The evidence for a call of `principal` in `session`.
+    fn evidence(&self, principal: &str, session: &str) -> Evidence {
+        let p = self.principals.get(principal).cloned().unwrap_or_default();
+        let (s, a) = self
+            .sessions
+            .get(&(principal.to_owned(), session.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        Evidence::from_parts(p, s, a)
+    }
+
+    fn add_call(&mut self, principal: &str, session: &str, tool: &str, time: u64, approved: bool) {
+        Arc::make_mut(self.principals.entry(principal.to_owned()).or_default()).add_call(tool, time);
+        let (s, a) = self
+            .sessions
+            .entry((principal.to_owned(), session.to_owned()))
+            .or_default();
+        Arc::make_mut(s).add_call(tool, time);
+        if approved {
+            Arc::make_mut(a).insert(tool.to_owned());
+        }
+    }
+
+    fn add_cost(&mut self, principal: &str, session: &str, tool: &str, time: u64, cost: u64) {
+        Arc::make_mut(self.principals.entry(principal.to_owned()).or_default()).add_cost(tool, time, cost);
+        let (s, _) = self
+            .sessions
+            .entry((principal.to_owned(), session.to_owned()))
+            .or_default();
+        Arc::make_mut(s).add_cost(tool, time, cost);
+    }
+
+    /// Applies a record of the store (at open) or one just appended.
+    fn apply(&mut self, r: &Record<'_>, own_key: &[u8; 32]) {
+        self.count = self.count.saturating_add(1);
+        self.merkle.push(&r.hash);
+        self.lamport = self.lamport.max(r.lamport);
+        self.since_checkpoint = self.since_checkpoint.saturating_add(1);
+        if r.kid == *own_key {
+            self.time = self.time.max(r.time);
+            self.seq.insert(r.session.to_owned(), r.seq.saturating_add(1));
+            self.heads.insert(r.session.to_owned(), r.hash);
+        }
+        match r.body {
+            Body::TrustEvent { .. } => self.registry.apply(r),
+            Body::Policy { bundle, .. } => {
+                self.policies.insert(bundle, r.hash);
+            }
+            Body::Checkpoint { .. } => {
+                self.since_checkpoint = 0;
+                self.last_checkpoint_time = r.time;
+                self.metrics.checkpoints = self.metrics.checkpoints.saturating_add(1);
+            }
+            Body::Intent { tool, call_kind, args } => {
+                self.intents.insert(
+                    r.hash,
+                    IntentInfo {
+                        tool: tool.to_owned(),
+                        call_kind,
+                        args,
+                        principal: r.principal.to_owned(),
+                        session: r.session.to_owned(),
+                        permit: None,
+                        used: false,
+                        escalate: None,
+                    },
+                );
+            }
+            Body::Decision {
+                verdict,
+                reason,
+                policy,
+                escalation,
+            } => self.apply_decision(r, verdict, reason, policy, escalation),
+            Body::Approval { approvals } => {
+                let Some(e) = r.parents.iter().next() else { return };
+                let Some(esc) = self.escalations.get_mut(&e) else {
+                    return;
+                };
+                esc.state = EscState::Approved(r.hash);
+                esc.sigs = approvals.iter().collect();
+                let intent = esc.intent;
+                self.permits.insert(r.hash, intent);
+                if let Some(i) = self.intents.get_mut(&intent) {
+                    i.permit = Some(vec![e, r.hash]);
+                    let (p, s, t) = (i.principal.clone(), i.session.clone(), i.tool.clone());
+                    self.add_call(&p, &s, &t, r.time, true);
+                }
+                self.metrics.approvals = self.metrics.approvals.saturating_add(1);
+            }
+            Body::Effect { tool, meters, .. } => {
+                let intent = r.parents.iter().find_map(|p| self.permits.get(&p).copied());
+                if let Some(h) = intent {
+                    if let Some(i) = self.intents.remove(&h) {
+                        if let Some(pm) = &i.permit {
+                            for p in pm {
+                                self.permits.remove(p);
+                            }
+                        }
+                        if let Some(key) = i.escalate.and_then(|e| self.escalations.remove(&e)).map(|e| e.key) {
+                            self.by_key.remove(&key);
+                        }
+                    }
+                }
+                let cost = meters.and_then(|m| m.get(guardian::COST_METER)).unwrap_or(0);
+                if cost > 0 {
+                    let (p, s) = (r.principal.to_owned(), r.session.to_owned());
+                    self.add_cost(&p, &s, tool, r.time, cost);
+                }
+                self.metrics.effects = self.metrics.effects.saturating_add(1);
+            }
+            Body::Violation { .. } | Body::Attestation { .. } => {}
+        }
+    }
+
+    fn apply_decision(
+        &mut self,
+        r: &Record<'_>,
+        verdict: Verdict,
+        reason: &str,
+        policy: Hash,
+        escalation: Option<Escalation<'_>>,
+    ) {
+        let Some(intent) = r.parents.iter().find(|p| self.intents.contains_key(p)) else {
+            return;
+        };
+        let resolved = r.parents.iter().find(|p| self.escalations.contains_key(p));
+        let Some(info) = self.intents.get_mut(&intent) else {
+            return;
+        };
+        match verdict {
+            Verdict::Allow => {
+                info.permit = Some(vec![r.hash]);
+                let (p, s, t) = (info.principal.clone(), info.session.clone(), info.tool.clone());
+                self.permits.insert(r.hash, intent);
+                self.add_call(&p, &s, &t, r.time, false);
+            }
+            Verdict::Deny => {
+                // The INTENT is final: nothing more can happen to it. A resolved
+                // escalation stays (it answers retries for a while).
+                self.intents.remove(&intent);
+                if let Some(e) = resolved.and_then(|e| self.escalations.get_mut(&e)) {
+                    e.state = EscState::Denied(reason.to_owned(), r.time);
+                }
+            }
+            Verdict::Escalate => {
+                let Some(t) = escalation else { return };
+                info.escalate = Some(r.hash);
+                let (tool, principal, session) = (info.tool.clone(), info.principal.clone(), info.session.clone());
+                // The retry key is rebuilt from the argument blob when the store is
+                // reopened (see `Kernel::open`); until then it is unknown.
+                self.escalations.insert(
+                    r.hash,
+                    Esc {
+                        intent,
+                        key: [0; 32],
+                        role: t.role.to_owned(),
+                        quorum: t.quorum,
+                        not_before: t.not_before,
+                        expires: t.expires,
+                        sigs: BTreeMap::new(),
+                        state: EscState::Pending,
+                        policy,
+                        tool,
+                        principal,
+                        session,
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl Staged {
+    fn time(&mut self, clock: u64) -> u64 {
+        self.time = self.time.max(clock);
+        self.time
+    }
+
+    /// Signs one record of the kernel in `session` with `parents`.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        st: &State,
+        signer: &dyn RecordSigner,
+        kind: Kind,
+        body: Vec<u8>,
+        parents: Vec<Hash>,
+        principal: &str,
+        session: &str,
+        ext: Option<Vec<u8>>,
+    ) -> Result<Hash, KernelError> {
+        let seq = self
+            .seq
+            .iter()
+            .rev()
+            .find(|(s, _)| s == session)
+            .map(|(_, n)| *n)
+            .or_else(|| st.seq.get(session).copied())
+            .unwrap_or(0);
+        self.lamport = self.lamport.saturating_add(1);
+        let builder = RecordBuilder {
+            kind,
+            parents,
+            lamport: self.lamport,
+            time: self.time,
+            principal: principal.to_owned(),
+            session: session.to_owned(),
+            seq,
+            body,
+            ext,
+        };
+        let bytes = sign_record(&builder, signer).map_err(|e| KernelError::Sign(e.to_string()))?;
+        let hash = sha256(&bytes);
+        self.merkle.push(&hash);
+        self.count = self.count.saturating_add(1);
+        self.seq.push((session.to_owned(), seq.saturating_add(1)));
+        self.heads.push((session.to_owned(), hash));
+        self.records.push(bytes);
+        self.hashes.push(hash);
+        Ok(hash)
+    }
+
+    fn head(&self, st: &State, session: &str) -> Option<Hash> {
+        self.heads
+            .iter()
+            .rev()
+            .find(|(s, _)| s == session)
+            .map(|(_, h)| *h)
+            .or_else(|| st.heads.get(session).copied())
+    }
+}
+
+impl Kernel {
+    /// Opens the store, checks the trust chain and the kernel key, replays the store to
+    /// restore clocks, sequences and open approvals, and records new TRUST_EVENTs and
+    /// POLICY activations.
+    pub fn open(
+        config: KernelConfig,
+        signer: Arc<dyn RecordSigner>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Kernel, OpenReport), KernelError> {
+        let chain = verify_chain(&config.anchors, &config.trust_chain).map_err(|e| KernelError::Trust(e.0))?;
+        let key = signer.public_key();
+        let (records, recovery) = Store::open(&config.store_dir.join("records"), config.store.clone())?;
+        let (blobs, _) = Store::open(&config.store_dir.join("blobs"), config.store.clone())?;
+        let durable = matches!(config.store.durability, crate::store::Durability::Durable);
+        let mut st = State::default();
+        let mut bad = None;
+        records.for_each_record(|i, bytes| {
+            match Record::decode(bytes) {
+                Ok(r) => st.apply(&r, &key),
+                Err(e) => {
+                    bad.get_or_insert(format!("record {i} does not decode: {}", e.name()));
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        if let Some(b) = bad {
+            return Err(KernelError::Corrupt(b));
+        }
+        // Rebuild the retry keys of open escalations from their argument blobs.
+        let mut wanted: HashMap<Hash, Hash> = HashMap::new();
+        for (e, esc) in &st.escalations {
+            if let Some(i) = st.intents.get(&esc.intent) {
+                wanted.insert(i.args, *e);
+            }
+        }
+        blobs.for_each_record(|_, frame| {
+            if let Some((name, content)) = frame.split_at_checked(32) {
+                if let Ok(name) = <Hash>::try_from(name) {
+                    st.blobs.insert(name);
+                    if let Some(e) = wanted.get(&name) {
+                        let esc_key = st.escalations.get(e).and_then(|esc| {
+                            let i = st.intents.get(&esc.intent)?;
+                            let args = content.get(SALT_LEN..)?;
+                            Some(intent_key(&i.tool, i.call_kind, args, &i.principal, &i.session))
+                        });
+                        if let (Some(k), Some(esc)) = (esc_key, st.escalations.get_mut(e)) {
+                            esc.key = k;
+                            if matches!(esc.state, EscState::Pending | EscState::Approved(_))
+                                && !st.intents.get(&esc.intent).is_some_and(|i| i.used)
+                            {
+                                st.by_key.insert(k, *e);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?;
+
+        let guardian = Guardian::new(config.bundles, config.limits);
+        let kernel = Kernel {
+            state: Mutex::new(st),
+            records,
+            blobs,
+            signer,
+            key,
+            guardian,
+            clock,
+            checkpoint_every: config.checkpoint_every,
+            checkpoint_interval_ms: config.checkpoint_interval_ms,
+            resolved_ttl_ms: config.resolved_ttl_ms,
+            durable,
+            answered: AtomicU64::new(0),
+        };
+        let mut report = OpenReport {
+            records: recovery.records,
+            truncated_bytes: recovery.truncated_bytes,
+            torn: recovery.torn.clone(),
+            trust_events_added: 0,
+            policies_added: 0,
+            pending_approvals: 0,
+        };
+        let ticket = {
+            let mut st = kernel.lock();
+            let mut staged = st.stage();
+            // New trust events first, verbatim, in chain order.
+            let mut added = Vec::new();
+            for r in &chain {
+                let h = sha256(r);
+                if !st.registry.contains(&h) {
+                    staged.records.push(r.clone());
+                    staged.hashes.push(h);
+                    staged.merkle.push(&h);
+                    staged.count = staged.count.saturating_add(1);
+                    added.push(r.clone());
+                }
+            }
+            // The chain's events as they will stand, to check the kernel key now.
+            let mut registry = st.registry.clone();
+            for r in &added {
+                if let Ok(rec) = Record::decode(r) {
+                    registry.apply(&rec);
+                }
+            }
+            if !registry.active(&key, verify_core::ROLE_KERNEL) {
+                return Err(KernelError::Trust(format!(
+                    "the kernel key ed25519:{} ({}) is not an active key with role kernel in the trust chain",
+                    hex::encode(key),
+                    kernel.signer.describe()
+                )));
+            }
+            report.trust_events_added = added.len();
+            let now = kernel.clock.now_ms();
+            staged.time(now);
+            for b in kernel.guardian.bundles() {
+                if st.policies.contains_key(&b.hash()) {
+                    continue;
+                }
+                let name = b.spec().name.clone();
+                if !st.blobs.contains(&b.hash()) {
+                    let mut frame = b.hash().to_vec();
+                    frame.extend_from_slice(b.canonical());
+                    staged.blobs.push(frame);
+                }
+                staged.push(
+                    &st,
+                    kernel.signer.as_ref(),
+                    Kind::Policy,
+                    body::policy(&b.hash(), Some(&name)),
+                    Vec::new(),
+                    "kernel",
+                    "",
+                    None,
+                )?;
+                report.policies_added = report.policies_added.saturating_add(1);
+            }
+            kernel.commit(&mut st, staged)?
+        };
+        kernel.wait(ticket)?;
+        report.pending_approvals = kernel
+            .lock()
+            .escalations
+            .values()
+            .filter(|e| e.state == EscState::Pending)
+            .count();
+        Ok((kernel, report))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave half-applied state (commit applies
+        // after the store accepted the records), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends the staged blobs and records and applies the records to the state.
+    /// Returns the tickets to wait for (records, blobs).
+    fn commit(&self, st: &mut State, staged: Staged) -> Result<(Option<Ticket>, Option<Ticket>), KernelError> {
+        let blob_ticket = if staged.blobs.is_empty() {
+            None
+        } else {
+            let frames: Vec<&[u8]> = staged.blobs.iter().map(Vec::as_slice).collect();
+            Some(self.blobs.append(&frames)?)
+        };
+        if staged.records.is_empty() {
+            return Ok((None, blob_ticket));
+        }
+        let frames: Vec<&[u8]> = staged.records.iter().map(Vec::as_slice).collect();
+        let t = self.records.append(&frames)?;
+        for b in &staged.blobs {
+            if let Some(name) = b.get(..32).and_then(|n| <Hash>::try_from(n).ok()) {
+                st.blobs.insert(name);
+            }
+        }
+        for bytes in &staged.records {
+            if let Ok(r) = Record::decode(bytes) {
+                st.apply(&r, &self.key);
+            }
+        }
+        st.metrics.records = st.count;
+        Ok((Some(t), blob_ticket))
+    }
+
+    fn wait(&self, tickets: (Option<Ticket>, Option<Ticket>)) -> Result<(), KernelError> {
+        if let Some(t) = tickets.1 {
+            self.blobs.wait_durable(t)?;
+        }
+        if let Some(t) = tickets.0 {
+            self.records.wait_durable(t)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a CHECKPOINT to `staged` if one is due by count.
+    fn maybe_checkpoint(&self, st: &State, staged: &mut Staged) -> Result<(), KernelError> {
+        let since = st.since_checkpoint.saturating_add(staged.records.len() as u64);
+        if self.checkpoint_every > 0 && since >= self.checkpoint_every {
+            self.stage_checkpoint(st, staged)?;
+        }
+        Ok(())
+    }
+
+    fn stage_checkpoint(&self, st: &State, staged: &mut Staged) -> Result<Hash, KernelError> {
+        let count = staged.count;
+        let root = staged.merkle.root();
+        staged.push(
+            st,
+            self.signer.as_ref(),
+            Kind::Checkpoint,
+            body::checkpoint(count, &root, &[]),
+            Vec::new(),
+            "kernel",
+            "",
+            None,
+        )
+    }
+
+    /// Denies, with `APPROVAL_TIMEOUT`, every pending escalation whose window closed.
+    fn stage_timeouts(&self, st: &State, staged: &mut Staged) -> Result<(), KernelError> {
+        let expired: Vec<(Hash, Hash)> = st
+            .escalations
+            .iter()
+            .filter(|(_, e)| e.state == EscState::Pending && e.expires < staged.time)
+            .map(|(h, e)| (*h, e.intent))
+            .collect();
+        for (e, intent) in expired {
+            let Some(x) = st.escalations.get(&e) else { continue };
+            let (policy, p, s) = (x.policy, x.principal.clone(), x.session.clone());
+            staged.push(
+                st,
+                self.signer.as_ref(),
+                Kind::Decision,
+                body::decision(Verdict::Deny, "APPROVAL_TIMEOUT", &policy, None),
+                vec![intent, e],
+                &p,
+                &s,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn pending_view(&self, st: &State, e: &Hash) -> Option<PendingApproval> {
+        let esc = st.escalations.get(e)?;
+        Some(PendingApproval {
+            id: hexs(e),
+            challenge: hex::encode(approval_challenge(e)),
+            role: esc.role.clone(),
+            quorum: esc.quorum,
+            approvers: esc.sigs.keys().map(hex::encode).collect(),
+            not_before: esc.not_before,
+            expires: esc.expires,
+            state: match esc.state {
+                EscState::Pending => "pending".into(),
+                EscState::Approved(_) => "approved".into(),
+                EscState::Denied(..) => "denied".into(),
+            },
+            tool: esc.tool.clone(),
+            principal: esc.principal.clone(),
+            session: esc.session.clone(),
+        })
+    }
+
+    /// Decides a proposed call: INTENT and DECISION become durable records before the
+    /// answer returns. Never fails: anything that goes wrong is DENY `KERNEL_ERROR`.
+    pub fn evaluate(&self, p: &Proposal) -> Answer {
+        let answer = self.evaluate_inner(p).unwrap_or_else(|e| Answer::kernel_error(&e));
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.lock();
+        let m = &mut st.metrics;
+        match answer.status {
+            Status::Allow => m.allow = m.allow.saturating_add(1),
+            Status::Deny => m.deny = m.deny.saturating_add(1),
+            Status::Pending => m.pending = m.pending.saturating_add(1),
+        }
+        if answer.reason == "KERNEL_ERROR" {
+            m.kernel_errors = m.kernel_errors.saturating_add(1);
+        }
+        answer
+    }
+
+    fn evaluate_inner(&self, p: &Proposal) -> Result<Answer, KernelError> {
+        let (call_kind, args) = match canonical_args(&p.args) {
+            Ok(a) => a,
+            Err(e) => return Ok(Answer::kernel_error(&e)),
+        };
+        let key = intent_key(&p.tool, call_kind, &args, &p.principal, &p.session);
+        let (args_hash, args_blob) = salted(&args).map_err(KernelError::Sign)?;
+        let (answer, tickets) = {
+            let mut st = self.lock();
+            let mut staged = st.stage();
+            staged.time(self.clock.now_ms());
+            self.stage_timeouts(&st, &mut staged)?;
+            if !staged.records.is_empty() {
+                // Resolve timeouts first so that a retry below sees them.
+                let t = self.commit(&mut st, staged)?;
+                drop(st);
+                self.wait(t)?;
+                st = self.lock();
+                staged = st.stage();
+                staged.time(self.clock.now_ms());
+            }
+            if let Some(answer) = self.retry_answer(&mut st, &key, staged.time) {
+                return Ok(answer);
+            }
+            let req = Request {
+                tool: p.tool.clone(),
+                args: match &p.args {
+                    Args::Json(v) => v.clone(),
+                    Args::Text(t) => serde_json::Value::String(t.clone()),
+                },
+                principal: p.principal.clone(),
+                session: p.session.clone(),
+                context: serde_json::Value::Object(serde_json::Map::new()),
+                time: staged.time,
+            };
+            let ev = st.evidence(&p.principal, &p.session);
+            let d = self.guardian.decide(&req, &ev);
+            let mut frame = args_hash.to_vec();
+            frame.extend_from_slice(&args_blob);
+            staged.blobs.push(frame);
+            let parents = staged.head(&st, &p.session).into_iter().collect();
+            let intent = staged.push(
+                &st,
+                self.signer.as_ref(),
+                Kind::Intent,
+                body::intent(&p.tool, call_kind, &args_hash),
+                parents,
+                &p.principal,
+                &p.session,
+                None,
+            )?;
+            let esc = d.escalation.as_ref().map(|e| Escalation {
+                role: &e.role,
+                quorum: e.quorum,
+                not_before: e.not_before,
+                expires: e.expires,
+            });
+            let mut parents = vec![intent];
+            if let Some(pol) = st.policies.get(&d.policy) {
+                parents.push(*pol);
+            }
+            let decision = staged.push(
+                &st,
+                self.signer.as_ref(),
+                Kind::Decision,
+                body::decision(d.verdict, &d.reason, &d.policy, esc.as_ref()),
+                parents,
+                &p.principal,
+                &p.session,
+                None,
+            )?;
+            self.maybe_checkpoint(&st, &mut staged)?;
+            let tickets = self.commit(&mut st, staged)?;
+            if let Some(e) = st.escalations.get_mut(&decision) {
+                e.key = key;
+                st.by_key.insert(key, decision);
+            }
+            let answer = Answer {
+                status: match d.verdict {
+                    Verdict::Allow => Status::Allow,
+                    Verdict::Deny => Status::Deny,
+                    Verdict::Escalate => Status::Pending,
+                },
+                reason: d.reason.clone(),
+                rule: d.rule.clone(),
+                intent: Some(hexs(&intent)),
+                decision: Some(hexs(&decision)),
+                policy: Some(hexs(&d.policy)),
+                approval: self.pending_view(&st, &decision),
+                durable: self.durable,
+                error: None,
+            };
+            (answer, tickets)
+        };
+        self.wait(tickets)?;
+        Ok(answer)
+    }
+
+    /// The answer for a retried escalated call, if there is one.
+    fn retry_answer(&self, st: &mut State, key: &Hash, now: u64) -> Option<Answer> {
+        let e = *st.by_key.get(key)?;
+        let esc = st.escalations.get(&e)?.clone();
+        let base = |status: Status, reason: &str| Answer {
+            status,
+            reason: reason.into(),
+            rule: None,
+            intent: Some(hexs(&esc.intent)),
+            decision: Some(hexs(&e)),
+            policy: Some(hexs(&esc.policy)),
+            approval: self.pending_view(st, &e),
+            durable: self.durable,
+            error: None,
+        };
+        match &esc.state {
+            EscState::Pending => Some(base(Status::Pending, "POLICY_ESCALATE")),
+            EscState::Approved(a) => {
+                let mut ans = base(Status::Allow, "APPROVAL_GRANTED");
+                ans.decision = Some(hexs(a));
+                Some(ans)
+            }
+            EscState::Denied(reason, at) => {
+                if now.saturating_sub(*at) > self.resolved_ttl_ms {
+                    st.by_key.remove(key);
+                    None
+                } else {
+                    Some(base(Status::Deny, reason))
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of an allowed call. Refused (and recorded as a VIOLATION
+    /// `RESULT_WITHOUT_PERMIT`) if the INTENT has no open permit of the reporting
+    /// principal: denied, pending, already used, unknown, or another principal's.
+    pub fn report_effect(&self, e: &EffectReport) -> Result<String, Refusal> {
+        let kerr = |x: KernelError| refuse("KERNEL_ERROR", x.to_string());
+        let (out_hash, out_blob) = salted(&e.output).map_err(|m| refuse("KERNEL_ERROR", m))?;
+        let (result, tickets) = {
+            let mut st = self.lock();
+            let mut staged = st.stage();
+            staged.time(self.clock.now_ms());
+            let info = st.intents.get(&e.intent).cloned();
+            let problem = match &info {
+                None => Some((
+                    "NO_OPEN_PERMIT",
+                    "no open permit: the call was denied, its effect was already reported, or it is unknown",
+                )),
+                Some(i) if i.principal != e.principal => Some(("NOT_YOUR_INTENT", "the call is another principal's")),
+                Some(i) if i.permit.is_none() => {
+                    Some(("NO_PERMIT", "the call was not allowed (or its approval is pending)"))
+                }
+                Some(_) => None,
+            };
+            if let Some((code, why)) = problem {
+                // The claim that a call without a permit ran is itself evidence.
+                let detail = format!("{code}: {why}");
+                let (parents, session) = match &info {
+                    Some(i) => (vec![e.intent], i.session.clone()),
+                    None => (Vec::new(), String::new()),
+                };
+                staged
+                    .push(
+                        &st,
+                        self.signer.as_ref(),
+                        Kind::Violation,
+                        body::violation("RESULT_WITHOUT_PERMIT", Some(&e.intent), Some(&detail)),
+                        parents,
+                        &e.principal,
+                        &session,
+                        None,
+                    )
+                    .map_err(kerr)?;
+                let t = self.commit(&mut st, staged).map_err(kerr)?;
+                drop(st);
+                self.wait(t).map_err(kerr)?;
+                return Err(refuse(code, format!("INTENT {}: {why}", hexs(&e.intent))));
+            }
+            let Some(info) = info else {
+                return Err(refuse("NO_OPEN_PERMIT", "no open permit"));
+            };
+            let permit = info.permit.clone().unwrap_or_default();
+            let mut frame = out_hash.to_vec();
+            frame.extend_from_slice(&out_blob);
+            staged.blobs.push(frame);
+            for b in &e.blobs {
+                let name = sha256(b);
+                if !st.blobs.contains(&name) {
+                    let mut frame = name.to_vec();
+                    frame.extend_from_slice(b);
+                    staged.blobs.push(frame);
+                }
+            }
+            let meters: Vec<(&str, u64)> = e.meters.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let effect = staged
+                .push(
+                    &st,
+                    self.signer.as_ref(),
+                    Kind::Effect,
+                    body::effect(&Effect {
+                        status: e.status,
+                        tool: &info.tool,
+                        call_kind: info.call_kind,
+                        args: info.args,
+                        output: out_hash,
+                        executor: &e.executor,
+                        meters: &meters,
+                    }),
+                    permit,
+                    &info.principal,
+                    &info.session,
+                    e.ext.clone(),
+                )
+                .map_err(kerr)?;
+            self.maybe_checkpoint(&st, &mut staged).map_err(kerr)?;
+            let t = self.commit(&mut st, staged).map_err(kerr)?;
+            (hexs(&effect), t)
+        };
+        self.wait(tickets).map_err(kerr)?;
+        Ok(result)
+    }
+
+    /// Open and recently resolved approvals.
+    pub fn approvals(&self) -> Vec<PendingApproval> {
+        let st = self.lock();
+        st.escalations
+            .keys()
+            .filter_map(|e| self.pending_view(&st, e))
+            .collect()
+    }
+
+    /// One approval by id.
+    pub fn approval(&self, id: &Hash) -> Option<PendingApproval> {
+        let st = self.lock();
+        self.pending_view(&st, id)
+    }
+
+    /// Counts an approver's signature over the challenge of escalation `id`. When the
+    /// quorum is reached the APPROVAL is recorded (durably) and the call is allowed
+    /// from then on.
+    pub fn submit_approval(
+        &self,
+        id: &Hash,
+        approver: [u8; 32],
+        signature: [u8; 64],
+    ) -> Result<PendingApproval, Refusal> {
+        let kerr = |x: KernelError| refuse("KERNEL_ERROR", x.to_string());
+        let tickets = {
+            let mut st = self.lock();
+            let mut staged = st.stage();
+            let now = staged.time(self.clock.now_ms());
+            let Some(esc) = st.escalations.get(id).cloned() else {
+                return Err(refuse("UNKNOWN_APPROVAL", format!("no escalation {}", hexs(id))));
+            };
+            if esc.state != EscState::Pending {
+                return Err(refuse("ALREADY_RESOLVED", "the escalation is already resolved"));
+            }
+            if now < esc.not_before {
+                return Err(refuse(
+                    "APPROVAL_TIMELOCK",
+                    format!(
+                        "the timelock runs until kernel time {} ({} ms from now)",
+                        esc.not_before,
+                        esc.not_before.saturating_sub(now)
+                    ),
+                ));
+            }
+            if now > esc.expires {
+                return Err(refuse("APPROVAL_EXPIRED", "the approval window has closed"));
+            }
+            if !st.registry.active(&approver, &esc.role) {
+                return Err(refuse(
+                    "APPROVAL_ROLE",
+                    format!(
+                        "ed25519:{} is not an active key with role {}",
+                        hex::encode(approver),
+                        esc.role
+                    ),
+                ));
+            }
+            let challenge = approval_challenge(id);
+            let valid = verify_core::verify_signature(&approver, &challenge, &signature);
+            if !valid {
+                return Err(refuse(
+                    "APPROVAL_INVALID",
+                    "the signature does not verify over this escalation's challenge",
+                ));
+            }
+            if esc.sigs.contains_key(&approver) {
+                return Err(refuse("APPROVAL_DUPLICATE", "this approver was already counted"));
+            }
+            let mut sigs = esc.sigs.clone();
+            sigs.insert(approver, signature);
+            if (sigs.len() as u64) < esc.quorum {
+                if let Some(e) = st.escalations.get_mut(id) {
+                    e.sigs = sigs;
+                }
+                return self
+                    .pending_view(&st, id)
+                    .ok_or_else(|| refuse("UNKNOWN_APPROVAL", "gone"));
+            }
+            let list: Vec<([u8; 32], [u8; 64])> = sigs.into_iter().collect();
+            staged
+                .push(
+                    &st,
+                    self.signer.as_ref(),
+                    Kind::Approval,
+                    body::approval(&list),
+                    vec![*id],
+                    &esc.principal,
+                    &esc.session,
+                    None,
+                )
+                .map_err(kerr)?;
+            self.maybe_checkpoint(&st, &mut staged).map_err(kerr)?;
+            self.commit(&mut st, staged).map_err(kerr)?
+        };
+        self.wait(tickets).map_err(kerr)?;
+        self.approval(id).ok_or_else(|| refuse("UNKNOWN_APPROVAL", "gone"))
+    }
+
+    /// Housekeeping, called periodically by a server: denies expired escalations and
+    /// writes a CHECKPOINT when one is due by time.
+    pub fn tick(&self) -> Result<(), KernelError> {
+        let tickets = {
+            let mut st = self.lock();
+            let mut staged = st.stage();
+            let now = staged.time(self.clock.now_ms());
+            self.stage_timeouts(&st, &mut staged)?;
+            // Forget denials older than the retry window.
+            let ttl = self.resolved_ttl_ms;
+            let stale: Vec<(Hash, Hash)> = st
+                .escalations
+                .iter()
+                .filter(|(_, e)| matches!(e.state, EscState::Denied(_, at) if now.saturating_sub(at) > ttl))
+                .map(|(h, e)| (*h, e.key))
+                .collect();
+            for (h, key) in stale {
+                st.escalations.remove(&h);
+                if st.by_key.get(&key) == Some(&h) {
+                    st.by_key.remove(&key);
+                }
+            }
+            let pending = st.since_checkpoint.saturating_add(staged.records.len() as u64);
+            if self.checkpoint_interval_ms > 0
+                && pending > 0
+                && now.saturating_sub(st.last_checkpoint_time) >= self.checkpoint_interval_ms
+            {
+                self.stage_checkpoint(&st, &mut staged)?;
+            }
+            self.commit(&mut st, staged)?
+        };
+        self.wait(tickets)
+    }
+
+    /// Writes a CHECKPOINT now (if any record came after the last one); returns the
+    /// newest CHECKPOINT's position and hash.
+    pub fn checkpoint(&self) -> Result<Option<(u64, String)>, KernelError> {
+        let (tickets, out) = {
+            let mut st = self.lock();
+            let mut staged = st.stage();
+            staged.time(self.clock.now_ms());
+            if st.since_checkpoint == 0 {
+                return Ok(None);
+            }
+            let pos = staged.count;
+            let h = self.stage_checkpoint(&st, &mut staged)?;
+            (self.commit(&mut st, staged)?, Some((pos, hexs(&h))))
+        };
+        self.wait(tickets)?;
+        Ok(out)
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> Metrics {
+        let st = self.lock();
+        let mut m = st.metrics.clone();
+        m.records = st.count;
+        m
+    }
+
+    /// The kernel's public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key
+    }
+
+    /// Where the kernel key lives (for health output).
+    pub fn signer_description(&self) -> String {
+        self.signer.describe()
+    }
+
+    /// Whether answers wait for fsync.
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// Records `from..from+limit` of the store, in order (for the HTTP API).
+    pub fn records_range(&self, from: u64, limit: u64) -> Result<Vec<Vec<u8>>, KernelError> {
+        let end = from.saturating_add(limit);
+        let mut out = Vec::new();
+        self.records.for_each_record(|i, bytes| {
+            if i >= from && i < end {
+                out.push(bytes.to_vec());
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// The bundles Guardian decides with.
+    pub fn bundles(&self) -> &[Bundle] {
+        self.guardian.bundles()
+    }
+}
