@@ -71,6 +71,9 @@ enum Cmd {
     /// Recompute every DECISION of a verified pack from the policy bundles it carries
     #[command(after_help = EXIT_CODES)]
     ReplayDecisions(crate::replay::ReplayArgs),
+    /// Sign an escalation's approval challenge with an approver key, offline
+    #[command(after_help = EXIT_CODES)]
+    Approve(crate::ceremony::ApproveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +249,8 @@ enum KeysCmd {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Ceremony(crate::ceremony::Ceremony),
 }
 
 fn parse_hash(s: &str) -> Result<Hash, String> {
@@ -364,6 +369,8 @@ pub(crate) enum Command {
     Conform(ConformConfig),
     Policy(crate::policy::PolicyCmd),
     ReplayDecisions(crate::replay::ReplayArgs),
+    Ceremony(crate::ceremony::Ceremony),
+    Approve(crate::ceremony::ApproveArgs),
 }
 
 fn usage(kind: ErrorKind, msg: impl core::fmt::Display) -> clap::Error {
@@ -431,6 +438,8 @@ where
         Cmd::Conform(a) => Command::Conform(conform_config(a)?),
         Cmd::Policy(c) => Command::Policy(c),
         Cmd::ReplayDecisions(a) => Command::ReplayDecisions(a),
+        Cmd::Approve(a) => Command::Approve(a),
+        Cmd::Keys(KeysCmd::Ceremony(c)) => Command::Ceremony(c),
     })
 }
 

@@ -20,7 +20,7 @@ use crate::cli::{ExportConfig, ExportSource};
 use crate::encoding::{hex32, key_string};
 use crate::files::{check_absent, write_atomic, Input};
 use crate::framing;
-use crate::keyfile::KeyFile;
+use crate::keyfile::{self, KeyFile};
 use crate::output::{note, outln, Out, Safe};
 use crate::report::{split_stream_error, wrapper_name, ErrorReport};
 use crate::status::{CliError, Status};
@@ -195,7 +195,7 @@ fn sample(
                 "internal error: the test kernel key's seed derivation changed in helm-test-vectors",
             ));
         }
-        write_atomic(p, key.to_json()?.as_bytes(), cfg.force, 0o600)?;
+        write_atomic(p, key.to_json().as_bytes(), cfg.force, 0o600)?;
         outln!(out, "wrote {}: the public test kernel key", p.display());
     }
     out.finish()?;
@@ -254,7 +254,7 @@ fn records(
     trust_path: Option<&Path>,
 ) -> Result<Status, CliError> {
     // Cheap checks first: key and trust root problems are exit 2 before any work.
-    let key = KeyFile::load(key_path)?;
+    let key = keyfile::load(key_path)?;
     let trust = trust_path.map(TrustRoot::load).transpose()?;
     let data = input.read_all()?;
     let parts = framing::split(&data).map_err(|(offset, e)| {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::cli::{KeysConfig, KeysGenerateConfig, KeysShowConfig};
 use crate::encoding::key_string;
 use crate::files::write_atomic;
-use crate::keyfile::KeyFile;
+use crate::keyfile;
 use crate::output::{outln, Out, Safe};
 use crate::status::{CliError, Status};
 
@@ -20,8 +20,8 @@ fn generate(cfg: &KeysGenerateConfig) -> Result<Status, CliError> {
             cfg.out.display()
         )));
     }
-    let key = KeyFile::generate(cfg.name.clone(), cfg.role.clone())?;
-    write_atomic(&cfg.out, key.to_json()?.as_bytes(), false, 0o600)?;
+    let key = keyfile::generate(cfg.name.clone(), cfg.role.clone())?;
+    write_atomic(&cfg.out, key.to_json().as_bytes(), false, 0o600)?;
     let mut out = Out::new();
     outln!(
         out,
@@ -45,7 +45,7 @@ struct ShowJson {
 }
 
 fn show(cfg: &KeysShowConfig) -> Result<Status, CliError> {
-    let key = KeyFile::load(&cfg.file)?;
+    let key = keyfile::load(&cfg.file)?;
     let secret = cfg.secret.then(|| key.secret_hex());
     let mut out = Out::new();
     if cfg.json {

@@ -18,6 +18,7 @@
     )
 )]
 
+mod ceremony;
 mod cli;
 mod conform;
 mod encoding;
@@ -60,6 +61,8 @@ fn main() -> ExitCode {
         Command::Conform(c) => conform::run(c),
         Command::Policy(c) => policy::run(c),
         Command::ReplayDecisions(c) => replay::run(c),
+        Command::Ceremony(c) => ceremony::run(c),
+        Command::Approve(a) => ceremony::approve(a),
     };
     match result {
         Ok(status) => status.into(),

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::encoding::{parse_key, KEY_PREFIX};
 use crate::files::{read_small, write_atomic};
-use crate::keyfile::KeyFile;
+use crate::keyfile;
 use crate::output::{Out, Safe};
 use crate::status::{CliError, Status};
 
@@ -112,7 +112,7 @@ fn author_keys(authors: &[String]) -> Result<Vec<[u8; 32]>, CliError> {
             if a.starts_with(KEY_PREFIX) {
                 parse_key(a).map_err(|e| CliError::usage(format!("--author {a}: {e}")))
             } else {
-                KeyFile::load(Path::new(a)).map(|k| k.public)
+                keyfile::load(Path::new(a)).map(|k| k.public)
             }
         })
         .collect()
@@ -313,7 +313,7 @@ fn sign(a: &SignArgs) -> Result<Status, CliError> {
             failed.join(", ")
         )));
     }
-    let key = KeyFile::load(&a.key)?;
+    let key = keyfile::load(&a.key)?;
     let signed = sign_bundle(&b, &key.signer());
     write_atomic(&a.out, &signed, a.force, 0o644)?;
     let mut out = Out::new();
@@ -481,9 +481,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("b.toml");
         std::fs::write(&src, BUNDLE).unwrap();
-        let key = KeyFile::from_seed("author".into(), "policy-author".into(), [5; 32]);
+        let key = keyfile::KeyFile::from_seed("author".into(), "policy-author".into(), [5; 32]);
         let key_path = dir.path().join("author.key");
-        std::fs::write(&key_path, key.to_json().unwrap()).unwrap();
+        std::fs::write(&key_path, key.to_json()).unwrap();
         let out = dir.path().join("b.cose");
         let cmd = |c: PolicyCmd| run(&c).map_err(|e| e.status);
         let bundle_args = |file: &Path, authors: Vec<String>| BundleArgs {

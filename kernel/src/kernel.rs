@@ -20,7 +20,7 @@ use verify_core::{
 use crate::clock::Clock;
 use crate::signer::{sign_record, RecordSigner};
 use crate::store::{Store, StoreError, StoreOptions, Ticket};
-use crate::trust::{verify_chain, Registry};
+use crate::trust::{check_chain, Registry};
 
 /// Length of the random salt in front of a committed value (record-format.md §9).
 pub const SALT_LEN: usize = 16;
@@ -674,7 +674,7 @@ impl Kernel {
         signer: Arc<dyn RecordSigner>,
         clock: Arc<dyn Clock>,
     ) -> Result<(Kernel, OpenReport), KernelError> {
-        let chain = verify_chain(&config.anchors, &config.trust_chain).map_err(|e| KernelError::Trust(e.0))?;
+        let chain = check_chain(&config.anchors, &config.trust_chain).map_err(|e| KernelError::Trust(e.0))?;
         let key = signer.public_key();
         let (records, recovery) = Store::open(&config.store_dir.join("records"), config.store.clone())?;
         let (blobs, _) = Store::open(&config.store_dir.join("blobs"), config.store.clone())?;
@@ -762,7 +762,12 @@ impl Kernel {
                     added.push(r.clone());
                 }
             }
-            // The chain's events as they will stand, to check the kernel key now.
+            // New events must keep the store a valid stream (rotations and revocations
+            // need cut-offs in it, spec/verification.md §6.4): verify the store with them
+            // appended before writing anything. Only when the chain changed.
+            if !added.is_empty() {
+                kernel.verify_with(&config.anchors, &added)?;
+            }
             let mut registry = st.registry.clone();
             for r in &added {
                 if let Ok(rec) = Record::decode(r) {
@@ -811,6 +816,28 @@ impl Kernel {
             .filter(|e| e.state == EscState::Pending)
             .count();
         Ok((kernel, report))
+    }
+
+    /// Verifies the whole store followed by `extra` records as one stream.
+    fn verify_with(&self, anchors: &[[u8; 32]], extra: &[Vec<u8>]) -> Result<(), KernelError> {
+        let n = usize::try_from(self.records.len()).unwrap_or(usize::MAX).saturating_add(extra.len());
+        let mut tables = verify_core::OwnedTables::new(verify_core::Capacity::for_records(n));
+        let mut v = verify_core::Verifier::new(anchors, tables.tables())
+            .map_err(|e| KernelError::Trust(format!("trust root: {e:?}")))?;
+        let fail = |i: u64, e: verify_core::VerifyError, what: &str| {
+            KernelError::Trust(format!(
+                "{what} {i} fails {} with the new trust chain (a key that signed records here is \
+                 rotated or revoked only with a cut-off CHECKPOINT of this store after its last record)",
+                e.code.name()
+            ))
+        };
+        self.records.for_each_record(|i, bytes| {
+            v.push(bytes).map(|_| ()).map_err(|e| fail(i, e, "store record"))
+        })?;
+        for (i, r) in extra.iter().enumerate() {
+            v.push(r).map_err(|e| fail(i as u64, e, "new trust chain event"))?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -49,6 +49,57 @@ pub fn split_records(bytes: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
     Ok(out)
 }
 
+/// Checks a chain's form: every record a TRUST_EVENT signed by an anchor (signature
+/// valid), each naming the previous one as its only parent, Lamport clocks increasing,
+/// and each anchor's sequence numbers counting from 0. The rules that need the records
+/// a cut-off names (rotations and revocations of keys that signed records) can only be
+/// checked in the store the events go into: the kernel verifies them there.
+pub fn check_chain(anchors: &[[u8; 32]], bytes: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
+    if bytes.len() > MAX_CHAIN_BYTES {
+        return Err(ChainError(format!("trust chain larger than {MAX_CHAIN_BYTES} bytes")));
+    }
+    let records = split_records(bytes)?;
+    let mut prev: Option<(Hash, u64)> = None;
+    let mut seqs: BTreeMap<[u8; 32], u64> = BTreeMap::new();
+    for (i, bytes) in records.iter().enumerate() {
+        let r = Record::decode(bytes)
+            .map_err(|e| ChainError(format!("trust chain record {i} does not decode: {}", e.name())))?;
+        if !matches!(r.body, Body::TrustEvent { .. }) {
+            return Err(ChainError(format!("trust chain record {i} is not a TRUST_EVENT")));
+        }
+        if !anchors.contains(&r.kid) {
+            return Err(ChainError(format!(
+                "trust chain record {i} is signed by ed25519:{}, which is not an anchor of the trust root",
+                hex::encode(r.kid)
+            )));
+        }
+        if !verify_core::verify_signature(&r.kid, &verify_core::sig_structure(r.protected, r.payload), &r.signature) {
+            return Err(ChainError(format!("trust chain record {i}: SIGNATURE_INVALID")));
+        }
+        let parents: Vec<Hash> = r.parents.iter().collect();
+        let linked = match prev {
+            None => parents.is_empty(),
+            Some((h, lamport)) => parents == [h] && r.lamport > lamport,
+        };
+        if !linked {
+            return Err(ChainError(format!(
+                "trust chain record {i} does not follow record {} (its only parent, with a higher Lamport clock)",
+                i.saturating_sub(1)
+            )));
+        }
+        let next = seqs.entry(r.kid).or_insert(0);
+        if r.seq != *next {
+            return Err(ChainError(format!(
+                "trust chain record {i}: sequence number {} where {next} was expected",
+                r.seq
+            )));
+        }
+        *next = next.saturating_add(1);
+        prev = Some((r.hash, r.lamport));
+    }
+    Ok(records)
+}
+
 /// Verifies a chain on its own against the anchors (every record a TRUST_EVENT, signed
 /// by an anchor, all rules of spec/verification.md). Returns the records.
 pub fn verify_chain(anchors: &[[u8; 32]], bytes: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
@@ -112,12 +163,10 @@ impl Registry {
                 self.keys.insert(key, KeyState { roles, retired: false });
             }
             TrustAction::Rotate => {
-                let old_roles = self.keys.get(&key).map(|k| k.roles.clone()).unwrap_or_default();
                 if let Some(k) = self.keys.get_mut(&key) {
                     k.retired = true;
                 }
                 if let Some(n) = new_key {
-                    let roles = if roles.is_empty() { old_roles } else { roles };
                     self.keys.insert(n, KeyState { roles, retired: false });
                 }
             }

@@ -250,3 +250,68 @@ fn a_second_kernel_cannot_open_the_same_store() {
         helm_kernel::Kernel::open(config(dir.path()), std::sync::Arc::new(s), std::sync::Arc::new(clock)).unwrap_err();
     assert!(err.to_string().to_lowercase().contains("lock"), "{err}");
 }
+
+/// The chain of `common::chain()` plus a ROTATE of kernel-1 to kernel-2.
+fn chain_with_rotation(cutoff: Option<Hash>) -> Vec<u8> {
+    let base = chain();
+    let last = helm_kernel::trust::split_records(&base).unwrap().pop().unwrap();
+    let mut b = verify_core::RecordBuilder::new(
+        Kind::TrustEvent,
+        verify_core::body::trust_event(
+            verify_core::TrustAction::Rotate,
+            &signer("kernel-1").public_key(),
+            Some(&["kernel"]),
+            Some(&signer("kernel-2").public_key()),
+            cutoff.as_ref(),
+        ),
+    );
+    b.parents = vec![verify_core::sha256(&last)];
+    b.lamport = 4;
+    b.time = T0;
+    b.principal = "root-1".into();
+    b.seq = 3;
+    let mut out = base;
+    out.extend_from_slice(&b.sign(&signer("root-1")));
+    out
+}
+
+#[test]
+fn key_rotation_needs_a_cutoff_after_the_old_keys_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let cp = {
+        let k = open(dir.path(), &clock);
+        k.evaluate(&call("read_file", json!({"path": "/workspace/x"}), "s"));
+        k.checkpoint().unwrap().unwrap().1
+    };
+    let kernel2 = || {
+        std::sync::Arc::new(helm_kernel::signer::KeyFileSigner::from_seed(
+            &test_seed("kernel-2"),
+            "test key kernel-2",
+        ))
+    };
+    // Without a cut-off the rotation would make the store fail rule T4: refused.
+    let mut c = config(dir.path());
+    c.trust_chain = chain_with_rotation(None);
+    let err = helm_kernel::Kernel::open(c, kernel2(), std::sync::Arc::new(clock.clone())).unwrap_err();
+    assert!(err.to_string().contains("cut-off"), "{err}");
+    // With the last CHECKPOINT as cut-off the new key takes over.
+    let mut c = config(dir.path());
+    c.trust_chain = chain_with_rotation(Some(h(&cp)));
+    let (k, report) = helm_kernel::Kernel::open(c, kernel2(), std::sync::Arc::new(clock.clone())).unwrap();
+    assert_eq!(report.trust_events_added, 1);
+    assert_eq!(
+        k.evaluate(&call("read_file", json!({"path": "/workspace/y"}), "s")).status,
+        Status::Allow
+    );
+    drop(k);
+    verify(&records(dir.path()));
+    // The old key can no longer start the kernel.
+    let mut c = config(dir.path());
+    c.trust_chain = chain_with_rotation(Some(h(&cp)));
+    let old = std::sync::Arc::new(helm_kernel::signer::KeyFileSigner::from_seed(
+        &test_seed("kernel-1"),
+        "test key kernel-1",
+    ));
+    assert!(helm_kernel::Kernel::open(c, old, std::sync::Arc::new(clock)).is_err());
+}
