@@ -261,12 +261,14 @@ fn append_event(
     check_chain(&anchors, &all).map_err(|e| CliError::invalid(format!("the new chain would not verify: {e}")))?;
     // Cut-offs name CHECKPOINTs of a kernel's store, which the chain alone does not
     // hold: such a chain is checked in full by the kernel, against its store.
-    let has_cutoff = chain
-        .iter()
-        .any(|r| matches!(Record::decode(r).map(|r| r.body), Ok(Body::TrustEvent { cutoff: Some(_), .. })));
+    let has_cutoff = chain.iter().any(|r| {
+        matches!(
+            Record::decode(r).map(|r| r.body),
+            Ok(Body::TrustEvent { cutoff: Some(_), .. })
+        )
+    });
     if !has_cutoff {
-        verify_chain(&anchors, &all)
-            .map_err(|e| CliError::invalid(format!("the new chain would not verify: {e}")))?;
+        verify_chain(&anchors, &all).map_err(|e| CliError::invalid(format!("the new chain would not verify: {e}")))?;
     }
     write_atomic(&args.chain, &all, true, 0o644)?;
     let mut out = Out::new();
@@ -282,7 +284,12 @@ fn append_event(
             ev.key,
             args.chain.display()
         );
-        outln!(out, "chain: {} events, verified against {} anchor(s)", chain.len(), anchors.len());
+        outln!(
+            out,
+            "chain: {} events, verified against {} anchor(s)",
+            chain.len(),
+            anchors.len()
+        );
     }
     out.finish()?;
     Ok(Status::Success)
@@ -319,12 +326,21 @@ fn chain_show(chain: &Path, trust_root: &Path, json: bool) -> Result<Status, Cli
             );
         }
         match &verdict {
-            Ok(_) => outln!(out, "verified: {} events against {} anchor(s)", events.len(), anchors.len()),
+            Ok(_) => outln!(
+                out,
+                "verified: {} events against {} anchor(s)",
+                events.len(),
+                anchors.len()
+            ),
             Err(e) => outln!(out, "NOT verified: {e}"),
         }
     }
     out.finish()?;
-    Ok(if verdict.is_ok() { Status::Success } else { Status::Failed })
+    Ok(if verdict.is_ok() {
+        Status::Success
+    } else {
+        Status::Failed
+    })
 }
 
 /// The roles the chain grants `key` (by its PUBLISH or the ROTATE that introduced it).
@@ -356,9 +372,14 @@ fn current_roles(chain: &[Vec<u8>], key: &[u8; 32]) -> Option<Vec<String>> {
 /// Runs a ceremony.
 pub(crate) fn run(c: &Ceremony) -> Result<Status, CliError> {
     match c {
-        Ceremony::Publish { chain, key, roles } => {
-            append_event(chain, TrustAction::Publish, key_arg(key)?, Some(roles.clone()), None, None)
-        }
+        Ceremony::Publish { chain, key, roles } => append_event(
+            chain,
+            TrustAction::Publish,
+            key_arg(key)?,
+            Some(roles.clone()),
+            None,
+            None,
+        ),
         Ceremony::Rotate {
             chain,
             key,
@@ -378,7 +399,14 @@ pub(crate) fn run(c: &Ceremony) -> Result<Status, CliError> {
             } else {
                 roles.clone()
             };
-            append_event(chain, TrustAction::Rotate, old, Some(roles), Some(key_arg(new_key)?), cutoff)
+            append_event(
+                chain,
+                TrustAction::Rotate,
+                old,
+                Some(roles),
+                Some(key_arg(new_key)?),
+                cutoff,
+            )
         }
         Ceremony::Revoke { chain, key, cutoff } => {
             let cutoff = cutoff.as_deref().map(|c| hash_arg(c, "--cutoff")).transpose()?;
@@ -469,7 +497,11 @@ pub(crate) fn approve(a: &ApproveArgs) -> Result<Status, CliError> {
     } else {
         outln!(out, "approver  {}", j.approver);
         outln!(out, "signature {}", j.signature);
-        outln!(out, "submit: POST /v1/approvals/{} with {{\"approver\": ..., \"signature\": ...}}", j.id);
+        outln!(
+            out,
+            "submit: POST /v1/approvals/{} with {{\"approver\": ..., \"signature\": ...}}",
+            j.id
+        );
     }
     out.finish()?;
     Ok(Status::Success)

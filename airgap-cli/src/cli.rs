@@ -175,7 +175,7 @@ enum CompressArg {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["records", "sample"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["records", "store", "sample"])))]
 struct ExportArgs {
     /// Where to write the pack (refused if it exists, unless --force)
     #[arg(short = 'o', long = "out", value_name = "OUT")]
@@ -189,6 +189,10 @@ struct ExportArgs {
     /// Withhold this blob (64 lowercase hex digits) even if available; repeatable
     #[arg(long, value_name = "HEX", value_parser = parse_hash)]
     withhold: Vec<Hash>,
+    /// A kernel store directory (helm-proxy's `store_dir`) to export, records and blobs;
+    /// readable while the server runs (complete records only)
+    #[arg(long, value_name = "DIR", conflicts_with = "blobs")]
+    store: Option<PathBuf>,
     /// Records to export: a CBOR sequence (RFC 8742) in kernel order, or - for standard input
     #[arg(long, value_name = "FILE")]
     records: Option<PathBuf>,
@@ -311,6 +315,13 @@ pub(crate) enum ExportSource {
     Records {
         records: Input,
         blobs: Option<PathBuf>,
+        key: PathBuf,
+        /// `None` means `--no-verify`.
+        trust_root: Option<PathBuf>,
+    },
+    /// `--store DIR --key KEYFILE (--trust-root FILE | --no-verify)`.
+    Store {
+        dir: PathBuf,
         key: PathBuf,
         /// `None` means `--no-verify`.
         trust_root: Option<PathBuf>,
@@ -490,6 +501,22 @@ fn export_config(a: ExportArgs) -> Result<ExportConfig, clap::Error> {
         None => wrapper_for(&a.out),
     };
     let source = match (a.records, a.sample) {
+        (None, None) if a.store.is_some() => {
+            let (Some(dir), Some(key)) = (a.store, a.key) else {
+                return Err(usage(ErrorKind::MissingRequiredArgument, "--store needs --key KEYFILE"));
+            };
+            if a.trust_root.is_none() && !a.no_verify {
+                return Err(usage(
+                    ErrorKind::MissingRequiredArgument,
+                    "--store needs --trust-root FILE to verify the pack before writing it (or --no-verify)",
+                ));
+            }
+            ExportSource::Store {
+                dir,
+                key,
+                trust_root: a.trust_root,
+            }
+        }
         (Some(records), None) => {
             let Some(key) = a.key else {
                 return Err(usage(
@@ -520,7 +547,7 @@ fn export_config(a: ExportArgs) -> Result<ExportConfig, clap::Error> {
         _ => {
             return Err(usage(
                 ErrorKind::MissingRequiredArgument,
-                "give exactly one of --records FILE or --sample SESSIONS",
+                "give exactly one of --records FILE, --store DIR or --sample SESSIONS",
             ))
         }
     };

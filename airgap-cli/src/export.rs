@@ -263,12 +263,57 @@ fn records(
             Safe(&input.display())
         ))
     })?;
+    let referenced = referenced_blobs(&input.display(), &parts)?;
+    let blob_data = match blobs_dir {
+        Some(dir) => load_blobs(dir, &referenced)?,
+        None => BTreeMap::new(),
+    };
+    write_records(cfg, parts, &referenced, &blob_data, &key, trust.as_ref())
+}
+
+/// Reads a kernel store (spec/store.md): its records, and the blobs they reference.
+fn store(cfg: &ExportConfig, dir: &Path, key_path: &Path, trust_path: Option<&Path>) -> Result<Status, CliError> {
+    let key = keyfile::load(key_path)?;
+    let trust = trust_path.map(TrustRoot::load).transpose()?;
+    let store_err = |e: helm_kernel::store::StoreError| CliError::usage(format!("store {}: {e}", dir.display()));
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    helm_kernel::store::read_records(&dir.join("records"), |_, r| {
+        records.push(r.to_vec());
+        Ok::<(), helm_kernel::store::StoreError>(())
+    })
+    .map_err(store_err)?;
+    if records.is_empty() {
+        return Err(CliError::usage(format!("store {} holds no records", dir.display())));
+    }
+    let parts: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    let referenced = referenced_blobs(&dir.display().to_string(), &parts)?;
+    let mut blob_data = BTreeMap::new();
+    let blob_dir = dir.join("blobs");
+    if blob_dir.exists() {
+        helm_kernel::store::read_records(&blob_dir, |_, frame| {
+            if let Some((name, content)) = frame.split_at_checked(32) {
+                if let Ok(name) = Hash::try_from(name) {
+                    // A blob is kept only if it hashes to its name.
+                    if referenced.contains(&name) && sha256(content) == name {
+                        blob_data.insert(name, content.to_vec());
+                    }
+                }
+            }
+            Ok::<(), helm_kernel::store::StoreError>(())
+        })
+        .map_err(store_err)?;
+    }
+    write_records(cfg, parts, &referenced, &blob_data, &key, trust.as_ref())
+}
+
+/// The blobs `parts` reference; a record that does not decode is an error.
+fn referenced_blobs(source: &str, parts: &[&[u8]]) -> Result<BTreeSet<Hash>, CliError> {
     let mut referenced = BTreeSet::new();
     for (i, r) in parts.iter().enumerate() {
         let rec = Record::decode(r).map_err(|c| {
             CliError::invalid(format!(
                 "{}: record #{i} does not decode: {} ({}); nothing written",
-                Safe(&input.display()),
+                Safe(source),
                 c.name(),
                 c.number()
             ))
@@ -277,10 +322,18 @@ fn records(
             referenced.insert(h);
         }
     }
-    let blob_data = match blobs_dir {
-        Some(dir) => load_blobs(dir, &referenced)?,
-        None => BTreeMap::new(),
-    };
+    Ok(referenced)
+}
+
+/// Builds, verifies and writes the pack of `parts` and the available blobs.
+fn write_records(
+    cfg: &ExportConfig,
+    parts: Vec<&[u8]>,
+    referenced: &BTreeSet<Hash>,
+    blob_data: &BTreeMap<Hash, Vec<u8>>,
+    key: &KeyFile,
+    trust: Option<&TrustRoot>,
+) -> Result<Status, CliError> {
     let missing = referenced.iter().filter(|h| !blob_data.contains_key(*h)).count();
     if missing > 0 {
         note!(
@@ -289,7 +342,7 @@ fn records(
         );
     }
     let blobs: BTreeMap<Hash, &[u8]> = blob_data.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-    let keys = trust.as_ref().map(TrustRoot::keys);
+    let keys = trust.map(TrustRoot::keys);
     let anchors = match (&trust, &keys) {
         (Some(t), Some(k)) => Some((k.as_slice(), t.file.as_str())),
         _ => None,
@@ -297,7 +350,6 @@ fn records(
     let built = build(parts, blobs, &cfg.withhold, &key.signer(), cfg.wrapper, anchors)?;
     write_atomic(&cfg.out, &built.bytes, cfg.force, 0o644)?;
     let by = trust
-        .as_ref()
         .map(|t| format!("trust root {} (anchors: {})", t.file, t.names().join(", ")))
         .unwrap_or_default();
     let mut out = Out::new();
@@ -329,6 +381,7 @@ pub(crate) fn run(cfg: &ExportConfig) -> Result<Status, CliError> {
             key,
             trust_root,
         } => records(cfg, input, blobs.as_deref(), key, trust_root.as_deref()),
+        ExportSource::Store { dir, key, trust_root } => store(cfg, dir, key, trust_root.as_deref()),
     }
 }
 
