@@ -1,0 +1,2 @@
+//! HTTP round-trip benchmark (being written).
+fn main() {}

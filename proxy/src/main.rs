@@ -1,0 +1,169 @@
+//! `helm-proxy`: the HELM kernel server.
+//!
+//! Exit codes: 0 success (the server stopped on SIGTERM or ctrl-c); 1 the server could
+//! not run (store locked or damaged, cannot listen); 2 usage or configuration error.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use helm_proxy::auth::{new_token, token_digest_hex, Scope};
+use helm_proxy::config::Config;
+use helm_proxy::server::{run, ServeError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "helm-proxy",
+    version,
+    about = "The HELM kernel server: every tool call decided, signed and durable"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the server until SIGTERM or ctrl-c (then a final CHECKPOINT is written)
+    Serve {
+        /// The configuration file (TOML; relative paths in it are relative to its directory)
+        #[arg(long, short, value_name = "FILE", default_value = "helm-proxy.toml")]
+        config: PathBuf,
+    },
+    /// Load and check a configuration and every file it names; print the effective configuration
+    CheckConfig {
+        /// The configuration file
+        #[arg(long, short, value_name = "FILE", default_value = "helm-proxy.toml")]
+        config: PathBuf,
+    },
+    /// Create API tokens and their configuration entries
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Generate a random token; print it (give it to the client) and its [[token]] entry (put it in the configuration)
+    New {
+        /// The principal the token authenticates
+        #[arg(long)]
+        principal: String,
+        /// What the token may do (repeatable, or a comma list)
+        #[arg(long = "scope", value_enum, value_delimiter = ',', default_value = "agent")]
+        scopes: Vec<ScopeArg>,
+    },
+    /// Print the token_sha256 of a token read from standard input (one line)
+    Hash,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScopeArg {
+    /// evaluate and effects
+    Agent,
+    /// list, read and answer approvals
+    Approver,
+    /// records and metrics
+    Auditor,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(s: ScopeArg) -> Scope {
+        match s {
+            ScopeArg::Agent => Scope::Agent,
+            ScopeArg::Approver => Scope::Approver,
+            ScopeArg::Auditor => Scope::Auditor,
+        }
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("helm-proxy: {message}");
+    ExitCode::from(code)
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let prepared = match config.prepare() {
+        Ok(p) => p,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let text = match config.to_toml() {
+        Ok(t) => t,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let mut out = format!("# configuration OK: {}\n", path.display());
+    for line in prepared.summary(&config) {
+        out.push_str(&format!("#   {line}\n"));
+    }
+    for w in &prepared.warnings {
+        out.push_str(&format!("# WARNING: {w}\n"));
+    }
+    out.push_str("\n# effective configuration (defaults filled in, paths absolute):\n");
+    out.push_str(&text);
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
+fn token(cmd: &TokenCmd) -> ExitCode {
+    match cmd {
+        TokenCmd::New { principal, scopes } => {
+            let t = match new_token() {
+                Ok(t) => t,
+                Err(e) => return fail(1, &e),
+            };
+            let mut names: Vec<Scope> = scopes.iter().map(|s| Scope::from(*s)).collect();
+            names.sort();
+            names.dedup();
+            let list: Vec<String> = names.iter().map(|s| format!("{:?}", s.name())).collect();
+            println!("# the token (give it to the client; it is not stored anywhere):");
+            println!("# {t}");
+            println!("[[token]]");
+            println!("principal = {principal:?}");
+            println!("token_sha256 = \"{}\"", token_digest_hex(&t));
+            println!("scopes = [{}]", list.join(", "));
+            ExitCode::SUCCESS
+        }
+        TokenCmd::Hash => {
+            let mut s = String::new();
+            if let Err(e) = std::io::stdin().take(64 << 10).read_to_string(&mut s) {
+                return fail(2, &format!("standard input: {e}"));
+            }
+            let t = s.strip_suffix('\n').unwrap_or(&s);
+            let t = t.strip_suffix('\r').unwrap_or(t);
+            if t.is_empty() {
+                return fail(2, "no token on standard input");
+            }
+            println!("{}", token_digest_hex(t));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match &cli.cmd {
+        Cmd::Serve { config } => {
+            let c = match Config::load(config) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e.to_string()),
+            };
+            match run(&c) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ ServeError::Config(_)) => fail(2, &e.to_string()),
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
+        Cmd::CheckConfig { config } => check_config(config),
+        Cmd::Token(t) => token(t),
+    }
+}
