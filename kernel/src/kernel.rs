@@ -4,9 +4,9 @@
 //! builds and signs the records and hands them to the store. Waiting for the fsync
 //! happens outside the lock, so concurrent callers share one group commit.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use guardian::{Bundle, Evidence, Guardian, Histories, Limits, Request};
@@ -47,6 +47,9 @@ pub struct KernelConfig {
     pub checkpoint_interval_ms: u64,
     /// How long a resolved escalation keeps answering retries of its call (ms).
     pub resolved_ttl_ms: u64,
+    /// The file-system layer under the store: the real one by default; tests pass a
+    /// [`SimulatedFs`](crate::store::SimulatedFs) to simulate power loss and full disks.
+    pub fs: Option<Arc<dyn crate::store::StoreFs>>,
 }
 
 impl KernelConfig {
@@ -63,6 +66,7 @@ impl KernelConfig {
             checkpoint_every: 1000,
             checkpoint_interval_ms: 60_000,
             resolved_ttl_ms: 3_600_000,
+            fs: None,
         }
     }
 }
@@ -676,8 +680,10 @@ impl Kernel {
     ) -> Result<(Kernel, OpenReport), KernelError> {
         let chain = check_chain(&config.anchors, &config.trust_chain).map_err(|e| KernelError::Trust(e.0))?;
         let key = signer.public_key();
-        let (records, recovery) = Store::open(&config.store_dir.join("records"), config.store.clone())?;
-        let (blobs, _) = Store::open(&config.store_dir.join("blobs"), config.store.clone())?;
+        let fs = config.fs.clone().unwrap_or_else(|| Arc::new(crate::store::RealFs));
+        let (records, recovery) =
+            Store::open_with(&config.store_dir.join("records"), config.store.clone(), fs.clone())?;
+        let (blobs, _) = Store::open_with(&config.store_dir.join("blobs"), config.store.clone(), fs)?;
         let durable = matches!(config.store.durability, crate::store::Durability::Durable);
         let mut st = State::default();
         let mut bad = None;
@@ -820,7 +826,9 @@ impl Kernel {
 
     /// Verifies the whole store followed by `extra` records as one stream.
     fn verify_with(&self, anchors: &[[u8; 32]], extra: &[Vec<u8>]) -> Result<(), KernelError> {
-        let n = usize::try_from(self.records.len()).unwrap_or(usize::MAX).saturating_add(extra.len());
+        let n = usize::try_from(self.records.len())
+            .unwrap_or(usize::MAX)
+            .saturating_add(extra.len());
         let mut tables = verify_core::OwnedTables::new(verify_core::Capacity::for_records(n));
         let mut v = verify_core::Verifier::new(anchors, tables.tables())
             .map_err(|e| KernelError::Trust(format!("trust root: {e:?}")))?;
@@ -831,9 +839,8 @@ impl Kernel {
                 e.code.name()
             ))
         };
-        self.records.for_each_record(|i, bytes| {
-            v.push(bytes).map(|_| ()).map_err(|e| fail(i, e, "store record"))
-        })?;
+        self.records
+            .for_each_record(|i, bytes| v.push(bytes).map(|_| ()).map_err(|e| fail(i, e, "store record")))?;
         for (i, r) in extra.iter().enumerate() {
             v.push(r).map_err(|e| fail(i as u64, e, "new trust chain event"))?;
         }
