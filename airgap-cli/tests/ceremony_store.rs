@@ -141,6 +141,7 @@ fn ceremonies_kernel_store_export_verify_replay() {
         args: Args::Json(serde_json::json!({"path": "/tmp/x"})),
         principal: "agent".into(),
         session: "s".into(),
+        call_id: None,
     };
     assert_eq!(k.evaluate(&call("read_file")).status, Status::Allow);
     assert_eq!(k.evaluate(&call("rm")).status, Status::Deny);

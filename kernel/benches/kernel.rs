@@ -83,6 +83,7 @@ fn proposal(i: u64, allow: bool) -> Proposal {
         args: Args::Json(json!({"path": path, "size": 10, "n": i})),
         principal: "agent-1".into(),
         session: format!("s{}", i % 8),
+        call_id: None,
     }
 }
 

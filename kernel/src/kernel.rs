@@ -123,6 +123,26 @@ pub struct Proposal {
     pub principal: String,
     /// The session.
     pub session: String,
+    /// The caller's id for this call (an OpenAI `tool_call.id`, an MCP request id),
+    /// recorded in the INTENT's extension map as `{"call_id": ...}`, so that a result
+    /// reported later under that id finds its decision, also after a restart.
+    pub call_id: Option<String>,
+}
+
+/// The INTENT extension map `{"call_id": id}` (record-format.md §7).
+fn call_id_ext(id: &str) -> Vec<u8> {
+    let mut w = verify_core::CborWriter::new();
+    w.map(1).text("call_id").text(id);
+    w.into_bytes()
+}
+
+/// The `call_id` of an INTENT extension map written by [`call_id_ext`].
+fn call_id_of(ext: &[u8]) -> Option<&str> {
+    let mut r = verify_core::cbor::Reader::new(ext);
+    if r.map_len().ok()? != 1 || r.text().ok()? != "call_id" {
+        return None;
+    }
+    r.text().ok()
 }
 
 /// What the caller must do with a call.
@@ -293,6 +313,8 @@ struct IntentInfo {
     used: bool,
     /// Its ESCALATE, if escalated.
     escalate: Option<Hash>,
+    /// Caller call ids that name it (the INTENT's, and those of retries).
+    call_ids: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -337,6 +359,8 @@ struct State {
     intents: HashMap<Hash, IntentInfo>,
     /// Permit record (ALLOW or APPROVAL) -> its INTENT.
     permits: HashMap<Hash, Hash>,
+    /// (principal, caller's call id) -> open INTENT.
+    call_ids: HashMap<(String, String), Hash>,
     escalations: BTreeMap<Hash, Esc>,
     /// Intent key (tool, args, principal, session) -> ESCALATE, for retries.
     by_key: HashMap<Hash, Hash>,
@@ -468,6 +492,15 @@ impl State {
         Arc::make_mut(s).add_cost(tool, time, cost);
     }
 
+    /// Forgets a final INTENT (denied, or its effect recorded) and its call ids.
+    fn remove_intent(&mut self, h: &Hash) -> Option<IntentInfo> {
+        let i = self.intents.remove(h)?;
+        for id in &i.call_ids {
+            self.call_ids.remove(&(i.principal.clone(), id.clone()));
+        }
+        Some(i)
+    }
+
     /// Applies a record of the store (at open) or one just appended.
     fn apply(&mut self, r: &Record<'_>, own_key: &[u8; 32]) {
         self.count = self.count.saturating_add(1);
@@ -490,6 +523,10 @@ impl State {
                 self.metrics.checkpoints = self.metrics.checkpoints.saturating_add(1);
             }
             Body::Intent { tool, call_kind, args } => {
+                let call_ids: Vec<String> = r.ext.and_then(call_id_of).map(str::to_owned).into_iter().collect();
+                for id in &call_ids {
+                    self.call_ids.insert((r.principal.to_owned(), id.clone()), r.hash);
+                }
                 self.intents.insert(
                     r.hash,
                     IntentInfo {
@@ -501,6 +538,7 @@ impl State {
                         permit: None,
                         used: false,
                         escalate: None,
+                        call_ids,
                     },
                 );
             }
@@ -529,7 +567,7 @@ impl State {
             Body::Effect { tool, meters, .. } => {
                 let intent = r.parents.iter().find_map(|p| self.permits.get(&p).copied());
                 if let Some(h) = intent {
-                    if let Some(i) = self.intents.remove(&h) {
+                    if let Some(i) = self.remove_intent(&h) {
                         if let Some(pm) = &i.permit {
                             for p in pm {
                                 self.permits.remove(p);
@@ -576,7 +614,7 @@ impl State {
             Verdict::Deny => {
                 // The INTENT is final: nothing more can happen to it. A resolved
                 // escalation stays (it answers retries for a while).
-                self.intents.remove(&intent);
+                self.remove_intent(&intent);
                 if let Some(e) = resolved.and_then(|e| self.escalations.get_mut(&e)) {
                     e.state = EscState::Denied(reason.to_owned(), r.time);
                 }
@@ -1001,6 +1039,18 @@ impl Kernel {
                 staged.time(self.clock.now_ms());
             }
             if let Some(answer) = self.retry_answer(&mut st, &key, staged.time) {
+                // A retry under a new call id: that id names the same INTENT (held in
+                // memory; after a restart the retry finds the INTENT by its content).
+                if let (Some(id), Some(intent)) = (&p.call_id, answer.intent.as_deref()) {
+                    if let Some(ih) = hex::decode(intent).ok().and_then(|v| Hash::try_from(v).ok()) {
+                        if let Some(info) = st.intents.get_mut(&ih) {
+                            if !info.call_ids.contains(id) {
+                                info.call_ids.push(id.clone());
+                            }
+                            st.call_ids.insert((p.principal.clone(), id.clone()), ih);
+                        }
+                    }
+                }
                 return Ok(answer);
             }
             let req = Request {
@@ -1028,7 +1078,7 @@ impl Kernel {
                 parents,
                 &p.principal,
                 &p.session,
-                None,
+                p.call_id.as_deref().map(call_id_ext),
             )?;
             let esc = d.escalation.as_ref().map(|e| Escalation {
                 role: &e.role,
@@ -1198,6 +1248,13 @@ impl Kernel {
         };
         self.wait(tickets).map_err(kerr)?;
         Ok(result)
+    }
+
+    /// The open INTENT (hex) that `principal`'s call id names, if any: undecided,
+    /// escalated, or allowed with its effect not yet reported.
+    pub fn intent_for_call(&self, principal: &str, call_id: &str) -> Option<String> {
+        let st = self.lock();
+        st.call_ids.get(&(principal.to_owned(), call_id.to_owned())).map(hexs)
     }
 
     /// Open and recently resolved approvals.

@@ -26,6 +26,7 @@ fn call(tool: &str, args: serde_json::Value, session: &str) -> Proposal {
         args: Args::Json(args),
         principal: "agent-7".into(),
         session: session.into(),
+        call_id: None,
     }
 }
 
@@ -301,7 +302,8 @@ fn key_rotation_needs_a_cutoff_after_the_old_keys_last_record() {
     let (k, report) = helm_kernel::Kernel::open(c, kernel2(), std::sync::Arc::new(clock.clone())).unwrap();
     assert_eq!(report.trust_events_added, 1);
     assert_eq!(
-        k.evaluate(&call("read_file", json!({"path": "/workspace/y"}), "s")).status,
+        k.evaluate(&call("read_file", json!({"path": "/workspace/y"}), "s"))
+            .status,
         Status::Allow
     );
     drop(k);
@@ -314,4 +316,33 @@ fn key_rotation_needs_a_cutoff_after_the_old_keys_last_record() {
         "test key kernel-1",
     ));
     assert!(helm_kernel::Kernel::open(c, old, std::sync::Arc::new(clock)).is_err());
+}
+
+#[test]
+fn call_ids_find_their_intent_across_restarts_until_the_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut p = call("read_file", json!({"path": "/workspace/c"}), "s9");
+    p.call_id = Some("call_abc123".into());
+    let intent = {
+        let k = open(dir.path(), &clock);
+        let a = k.evaluate(&p);
+        assert_eq!(k.intent_for_call("agent-7", "call_abc123"), a.intent);
+        assert_eq!(
+            k.intent_for_call("agent-8", "call_abc123"),
+            None,
+            "ids are per principal"
+        );
+        a.intent.unwrap()
+    };
+    let k = open(dir.path(), &clock);
+    assert_eq!(
+        k.intent_for_call("agent-7", "call_abc123").as_deref(),
+        Some(intent.as_str())
+    );
+    k.report_effect(&effect(&intent, b"ok")).unwrap();
+    assert_eq!(k.intent_for_call("agent-7", "call_abc123"), None);
+    drop(k);
+    let k = open(dir.path(), &clock);
+    assert_eq!(k.intent_for_call("agent-7", "call_abc123"), None);
 }

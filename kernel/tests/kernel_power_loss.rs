@@ -46,6 +46,7 @@ fn read(i: usize) -> Proposal {
         args: Args::Json(json!({"path": format!("/workspace/{i}")})),
         principal: "agent-7".into(),
         session: format!("s{}", i % 3),
+        call_id: None,
     }
 }
 
