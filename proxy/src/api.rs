@@ -208,12 +208,17 @@ struct EvaluateRequest {
     #[serde(default)]
     text: Option<String>,
     session: String,
+    #[serde(default)]
+    call_id: Option<String>,
 }
 
 impl EvaluateRequest {
     fn into_proposal(self, principal: String) -> Result<Proposal, ApiError> {
         check_name("tool", &self.tool)?;
         check_name("session", &self.session)?;
+        if let Some(id) = &self.call_id {
+            check_name("call_id", id)?;
+        }
         let args = match (self.args, self.text) {
             (Some(_), Some(_)) => return Err(ApiError::invalid("give args (JSON) or text, not both")),
             (Some(v), None) => Args::Json(v),
@@ -225,6 +230,7 @@ impl EvaluateRequest {
             args,
             principal,
             session: self.session,
+            call_id: self.call_id,
         })
     }
 }
