@@ -267,7 +267,10 @@ enum StatusArg {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EffectRequest {
-    intent: String,
+    #[serde(default)]
+    intent: Option<String>,
+    #[serde(default)]
+    call_id: Option<String>,
     status: StatusArg,
     #[serde(default)]
     output: Option<String>,
@@ -280,8 +283,27 @@ struct EffectRequest {
 }
 
 impl EffectRequest {
-    fn into_report(self, principal: String) -> Result<EffectReport, ApiError> {
-        let intent = hex32(&self.intent).map_err(|e| ApiError::invalid(format!("intent: {e}")))?;
+    /// The report; `open_call` resolves a `call_id` of the principal to its open INTENT.
+    fn into_report(
+        self,
+        principal: String,
+        open_call: impl FnOnce(&str, &str) -> Option<String>,
+    ) -> Result<EffectReport, ApiError> {
+        let intent_hex = match (self.intent, self.call_id) {
+            (Some(i), None) => i,
+            (None, Some(id)) => {
+                check_name("call_id", &id)?;
+                open_call(&principal, &id).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "NO_OPEN_PERMIT",
+                        format!("no open call with call_id {id:?} of this principal"),
+                    )
+                })?
+            }
+            _ => return Err(ApiError::invalid("give intent or call_id (exactly one)")),
+        };
+        let intent = hex32(&intent_hex).map_err(|e| ApiError::invalid(format!("intent: {e}")))?;
         let output = match (self.output, self.output_base64) {
             (Some(_), Some(_)) => return Err(ApiError::invalid("give output (text) or output_base64, not both")),
             (Some(t), None) => t.into_bytes(),
@@ -329,7 +351,7 @@ async fn effects(
 ) -> Result<Response, ApiError> {
     auth.require(Scope::Agent)?;
     let b = body(b, s.0.max_body_bytes)?;
-    let report = parse::<EffectRequest>(&b)?.into_report(auth.principal)?;
+    let report = parse::<EffectRequest>(&b)?.into_report(auth.principal, |p, id| s.0.kernel.intent_for_call(p, id))?;
     let kernel = s.0.kernel.clone();
     let effect = tokio::task::spawn_blocking(move || kernel.report_effect(&report))
         .await
@@ -744,17 +766,38 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        let r = r.into_report("a".into()).unwrap();
+        let r = r.into_report("a".into(), |_, _| None).unwrap();
         assert_eq!(r.output, b"hi");
         assert_eq!(r.executor, "client");
         assert_eq!(r.meters, vec![("cost".to_string(), 3)]);
         assert!(parse::<EffectRequest>(format!(r#"{{"intent":"{intent}","status":"done"}}"#).as_bytes()).is_err());
         let bad: EffectRequest = parse(br#"{"intent":"00","status":"failed"}"#).unwrap();
-        assert!(bad.into_report("a".into()).is_err());
+        assert!(bad.into_report("a".into(), |_, _| None).is_err());
         let many: String = (0..17).map(|i| format!(r#""m{i}":1"#)).collect::<Vec<_>>().join(",");
         let many: EffectRequest =
             parse(format!(r#"{{"intent":"{intent}","status":"failed","meters":{{{many}}}}}"#).as_bytes()).unwrap();
-        assert!(many.into_report("a".into()).is_err());
+        assert!(many.into_report("a".into(), |_, _| None).is_err());
+    }
+
+    #[test]
+    fn effects_by_call_id() {
+        let intent = "cd".repeat(32);
+        let r: EffectRequest = parse(br#"{"call_id":"call_1","status":"succeeded"}"#).unwrap();
+        let got = r
+            .into_report("alice".into(), |p, id| {
+                assert_eq!((p, id), ("alice", "call_1"));
+                Some(intent.clone())
+            })
+            .unwrap();
+        assert_eq!(hex::encode(got.intent), intent);
+        let r: EffectRequest = parse(br#"{"call_id":"call_2","status":"succeeded"}"#).unwrap();
+        let e = r.into_report("alice".into(), |_, _| None).unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::CONFLICT, "NO_OPEN_PERMIT"));
+        let both: EffectRequest =
+            parse(format!(r#"{{"intent":"{intent}","call_id":"c","status":"failed"}}"#).as_bytes()).unwrap();
+        assert!(both.into_report("a".into(), |_, _| None).is_err());
+        let neither: EffectRequest = parse(br#"{"status":"failed"}"#).unwrap();
+        assert!(neither.into_report("a".into(), |_, _| None).is_err());
     }
 
     #[test]

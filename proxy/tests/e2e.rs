@@ -296,6 +296,32 @@ fn evaluate_approve_effects_records_shutdown_verify() {
     );
     assert_eq!(e.status, 200, "{}", e.text);
     let deploy_effect = s(&e.json["effect"]);
+    // By the caller's call id instead of the INTENT hash (only the principal's own calls).
+    let k = c.post(
+        "/v1/evaluate",
+        Some(AGENT_TOKEN),
+        &json!({"tool": "read_file", "args": {"path": "/workspace/k.txt"}, "session": "s3", "call_id": "call-42"}),
+    );
+    assert_eq!(s(&k.json["status"]), "allow", "{}", k.text);
+    let e = effect(OTHER_AGENT_TOKEN, json!({"call_id": "call-42", "status": "succeeded"}));
+    assert_eq!(
+        (e.status, error_code(&e).as_str()),
+        (409, "NO_OPEN_PERMIT"),
+        "{}",
+        e.text
+    );
+    let e = effect(
+        AGENT_TOKEN,
+        json!({"call_id": "call-42", "status": "succeeded", "output": "k"}),
+    );
+    assert_eq!(e.status, 200, "{}", e.text);
+    let e = effect(AGENT_TOKEN, json!({"call_id": "call-42", "status": "succeeded"}));
+    assert_eq!(
+        (e.status, error_code(&e).as_str()),
+        (409, "NO_OPEN_PERMIT"),
+        "{}",
+        e.text
+    );
 
     // Records: paged, decoded, with the raw bytes.
     let page = c.get("/v1/records?from=0&limit=1000", Some(AUDITOR_TOKEN));
@@ -344,13 +370,13 @@ fn evaluate_approve_effects_records_shutdown_verify() {
     assert_eq!(m.status, 200);
     assert!(m.content_type.as_deref().unwrap().starts_with("text/plain"));
     for line in [
-        "helm_decisions_total{status=\"allow\"} 2",
+        "helm_decisions_total{status=\"allow\"} 3",
         "helm_decisions_total{status=\"deny\"} 3",
         "helm_decisions_total{status=\"pending\"} 3",
-        "helm_effects_total 2",
+        "helm_effects_total 3",
         "helm_approvals_total 1",
         "helm_store_durable 1",
-        "helm_evaluate_duration_seconds_count 8",
+        "helm_evaluate_duration_seconds_count 9",
     ] {
         assert!(m.text.lines().any(|l| l == line), "metrics lack {line:?}:\n{}", m.text);
     }
