@@ -150,6 +150,11 @@ fn baseline(n: u64) -> f64 {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--profile") {
+        // For `valgrind --tool=callgrind`: buffered ALLOW decisions only.
+        latency("buffered", Durability::Buffered { sync_interval: Duration::from_millis(50) }, 500);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 2_000 } else { 20_000 };
     println!("baseline: two Ed25519 signatures of 300 bytes: {:.1} us", baseline(n));

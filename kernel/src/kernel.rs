@@ -245,6 +245,23 @@ pub struct EffectReport {
     pub blobs: Vec<Vec<u8>>,
 }
 
+/// A statement to record as an ATTESTATION ([`Kernel::attest`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttestationReport {
+    /// A registered subtype (`tool-pin`, `sandbox-module`, `kernel-config`).
+    pub subtype: String,
+    /// What it is about (for `tool-pin`: SHA-256 of the canonical tool definition).
+    pub subject: Hash,
+    /// Optional claims: a deterministic CBOR map.
+    pub claims: Option<Vec<u8>>,
+    /// The principal it is recorded under.
+    pub principal: String,
+    /// The session it is recorded in (may be empty).
+    pub session: String,
+    /// Blobs to keep with it (content-named by their SHA-256), e.g. the pinned definition.
+    pub blobs: Vec<Vec<u8>>,
+}
+
 /// Why an effect or approval was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Refusal {
@@ -721,7 +738,9 @@ impl Kernel {
         let fs = config.fs.clone().unwrap_or_else(|| Arc::new(crate::store::RealFs));
         let (records, recovery) =
             Store::open_with(&config.store_dir.join("records"), config.store.clone(), fs.clone())?;
-        let (blobs, _) = Store::open_with(&config.store_dir.join("blobs"), config.store.clone(), fs)?;
+        let mut blob_options = config.store.clone();
+        blob_options.max_record = crate::store::MAX_FRAME;
+        let (blobs, _) = Store::open_with(&config.store_dir.join("blobs"), blob_options, fs)?;
         let durable = matches!(config.store.durability, crate::store::Durability::Durable);
         let mut st = State::default();
         let mut bad = None;
@@ -1447,5 +1466,108 @@ impl Kernel {
     /// The bundles Guardian decides with.
     pub fn bundles(&self) -> &[Bundle] {
         self.guardian.bundles()
+    }
+
+    /// Records an ATTESTATION of a registered subtype (spec/registries.md §3), for
+    /// example a `tool-pin` (subject: SHA-256 of a tool's canonical definition), with
+    /// its blobs, durably. Refused (`INVALID_ATTESTATION`, nothing recorded) if the
+    /// subtype is not registered or the claims are not a deterministic CBOR map.
+    pub fn attest(&self, a: &AttestationReport) -> Result<String, Refusal> {
+        if !verify_core::ATTESTATION_TYPES.contains(&a.subtype.as_str()) {
+            return Err(refuse(
+                "INVALID_ATTESTATION",
+                format!("{:?} is not a registered attestation subtype", a.subtype),
+            ));
+        }
+        let body = body::attestation(&a.subtype, &a.subject, a.claims.as_deref());
+        self.append_statement(Kind::Attestation, body, &a.principal, &a.session, &a.blobs)
+    }
+
+    /// Records a VIOLATION with a code registered for VIOLATION records (for example
+    /// `TOOL_DEFINITION_CHANGED` or `PROTOCOL_VIOLATION`), durably. The detail is cut to
+    /// the format's 1024 bytes (at a character boundary). Refused (`INVALID_VIOLATION`,
+    /// nothing recorded) for an unregistered code.
+    pub fn record_violation(
+        &self,
+        code: &str,
+        subject: Option<&Hash>,
+        detail: Option<&str>,
+        principal: &str,
+        session: &str,
+    ) -> Result<String, Refusal> {
+        if !verify_core::reason_allowed(code, verify_core::ReasonUse::Violation) {
+            return Err(refuse(
+                "INVALID_VIOLATION",
+                format!("{code:?} is not registered for VIOLATION records"),
+            ));
+        }
+        let detail = detail.map(|d| {
+            let mut end = d.len().min(1024);
+            while !d.is_char_boundary(end) {
+                end = end.saturating_sub(1);
+            }
+            d.get(..end).unwrap_or_default()
+        });
+        let body = body::violation(code, subject, detail);
+        self.append_statement(Kind::Violation, body, principal, session, &[])
+    }
+
+    /// Stages, signs and durably appends one record without parents beyond the
+    /// session's head: an ATTESTATION or a VIOLATION. The record is decoded before it
+    /// is appended, so a malformed body is refused instead of stored.
+    fn append_statement(
+        &self,
+        kind: Kind,
+        body: Vec<u8>,
+        principal: &str,
+        session: &str,
+        blobs: &[Vec<u8>],
+    ) -> Result<String, Refusal> {
+        let kerr = |x: KernelError| refuse("KERNEL_ERROR", x.to_string());
+        if principal.is_empty() || principal.len() > 256 || session.len() > 256 {
+            return Err(refuse("INVALID_STATEMENT", "principal or session out of bounds"));
+        }
+        let (hash, tickets) = {
+            let mut st = self.lock();
+            let mut staged = st.stage();
+            staged.time(self.clock.now_ms());
+            for b in blobs {
+                let name = sha256(b);
+                if !st.blobs.contains(&name) && !staged.blobs.iter().any(|f| f.get(..32) == Some(&name[..])) {
+                    let mut frame = name.to_vec();
+                    frame.extend_from_slice(b);
+                    staged.blobs.push(frame);
+                }
+            }
+            let parents = staged.head(&st, session).into_iter().collect();
+            let h = staged
+                .push(&st, self.signer.as_ref(), kind, body, parents, principal, session, None)
+                .map_err(kerr)?;
+            if staged.records.last().is_none_or(|r| Record::decode(r).is_err()) {
+                return Err(refuse("INVALID_STATEMENT", "the record does not decode (claims must be a deterministic CBOR map)"));
+            }
+            self.maybe_checkpoint(&st, &mut staged).map_err(kerr)?;
+            let t = self.commit(&mut st, staged).map_err(kerr)?;
+            (hexs(&h), t)
+        };
+        self.wait(tickets).map_err(kerr)?;
+        Ok(hash)
+    }
+
+    /// Every ATTESTATION of `subtype` in the store, oldest first: (record hash, subject,
+    /// claims bytes). Reads the whole store (for start-up, e.g. restoring tool pins).
+    pub fn attestations(&self, subtype: &str) -> Result<Vec<(Hash, Hash, Option<Vec<u8>>)>, KernelError> {
+        let mut out = Vec::new();
+        self.records.for_each_record(|_, bytes| {
+            if let Ok(r) = Record::decode(bytes) {
+                if let Body::Attestation { subtype: t, subject, claims } = r.body {
+                    if t == subtype {
+                        out.push((r.hash, subject, claims.map(<[u8]>::to_vec)));
+                    }
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(out)
     }
 }

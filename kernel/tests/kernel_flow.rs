@@ -340,7 +340,8 @@ fn call_ids_find_their_intent_across_restarts_until_the_effect() {
         k.intent_for_call("agent-7", "call_abc123").as_deref(),
         Some(intent.as_str())
     );
-    k.report_effect(&effect(&intent, b"ok")).unwrap();
+    // Outputs larger than a record are kept as blobs (up to 16 MiB).
+    k.report_effect(&effect(&intent, &vec![b'x'; 300 << 10])).unwrap();
     assert_eq!(k.intent_for_call("agent-7", "call_abc123"), None);
     drop(k);
     let k = open(dir.path(), &clock);

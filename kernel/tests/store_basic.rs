@@ -274,7 +274,14 @@ fn record_limits() {
     let over = vec![7u8; 65_537];
     let err = store.append(&[b"ok", &[]]).unwrap_err();
     assert!(
-        matches!(err, StoreError::InvalidRecord { position: 1, len: 0 }),
+        matches!(
+            err,
+            StoreError::InvalidRecord {
+                position: 1,
+                len: 0,
+                ..
+            }
+        ),
         "{err}"
     );
     let err = store.append(&[&over]).unwrap_err();
@@ -283,14 +290,29 @@ fn record_limits() {
             err,
             StoreError::InvalidRecord {
                 position: 0,
-                len: 65_537
+                len: 65_537,
+                max: 65_536
             }
         ),
         "{err}"
     );
     assert_eq!(store.len(), 0, "nothing of a refused batch is written");
     store.wait_durable(store.append(&[&max]).unwrap()).unwrap();
-    assert_eq!(all(&store), vec![max]);
+    assert_eq!(all(&store), vec![max.clone()]);
+    drop(store);
+    // A blob store takes larger frames, and every reader reads them.
+    let blobs = tmp.path().join("blobs");
+    let opts = StoreOptions {
+        max_record: helm_kernel::store::MAX_FRAME,
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open(&blobs, opts.clone()).unwrap();
+    let big = vec![9u8; 1 << 20];
+    store.wait_durable(store.append(&[&big]).unwrap()).unwrap();
+    drop(store);
+    let (store, rec) = Store::open(&blobs, opts).unwrap();
+    assert_eq!((rec.records, rec.torn), (1, None));
+    assert_eq!(all(&store), vec![big]);
 }
 
 #[test]

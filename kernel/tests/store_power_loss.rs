@@ -201,6 +201,7 @@ fn concurrent_run(seed: u64, durability: Durability) -> bool {
     let opts = StoreOptions {
         durability: durability.clone(),
         segment_bytes: 4096,
+        ..StoreOptions::default()
     };
     let (store, _) = Store::open_with(Path::new(DIR), opts.clone(), Arc::new(fs.clone())).unwrap();
     let store = Arc::new(store);

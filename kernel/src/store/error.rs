@@ -44,9 +44,11 @@ pub enum StoreError {
         /// The first failure.
         reason: String,
     },
-    /// A record in an append batch is empty or larger than 65,536 bytes; nothing of the
+    /// A record in an append batch is empty or larger than the store takes; nothing of the
     /// batch was written.
     InvalidRecord {
+        /// The largest record this store takes.
+        max: usize,
         /// Position of the record in the batch.
         position: usize,
         /// Its length.
@@ -123,10 +125,9 @@ impl fmt::Display for StoreError {
                     "store poisoned by an earlier failure ({reason}); reopen it to run recovery"
                 )
             }
-            StoreError::InvalidRecord { position, len } => write!(
+            StoreError::InvalidRecord { position, len, max } => write!(
                 f,
-                "record {position} of the batch is {len} bytes; records are 1 to {} bytes",
-                super::format::MAX_RECORD
+                "record {position} of the batch is {len} bytes; this store takes 1 to {max} bytes"
             ),
             StoreError::InvalidTicket { ticket, appended } => {
                 write!(

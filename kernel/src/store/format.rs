@@ -14,7 +14,9 @@ pub(crate) const HEADER_LEN_U64: u64 = 24;
 /// Bytes a frame adds to its record: length (4) and CRC-32 (4).
 pub(crate) const FRAME_OVERHEAD: usize = 8;
 /// Largest record a frame may hold (the record format's limit).
-pub(crate) const MAX_RECORD: usize = verify_core::MAX_RECORD_SIZE;
+/// Largest frame payload the format allows: 16 MiB. A record store holds records of
+/// at most 64 KiB (`StoreOptions::max_record`); a blob store holds larger values.
+pub const MAX_FRAME: usize = 16 << 20;
 /// Suffix of segment file names.
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 /// Digits of the first index in a segment file name.
@@ -76,9 +78,9 @@ pub(crate) fn push_frame(buf: &mut Vec<u8>, record: &[u8]) {
     buf.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// Whether `len` is a length a frame may carry: 1 ..= 65,536.
-pub(crate) fn valid_record_len(len: usize) -> bool {
-    len != 0 && len <= MAX_RECORD
+/// Whether `len` is a length a frame may carry: 1 ..= `max` (at most [`MAX_FRAME`]).
+pub(crate) fn valid_record_len(len: usize, max: usize) -> bool {
+    len != 0 && len <= max.min(MAX_FRAME)
 }
 
 /// The file name of the segment whose first record has index `first_index`.
@@ -174,7 +176,8 @@ mod tests {
         assert_eq!(parse_segment_name("42.seg"), EntryName::BadSegment);
         assert_eq!(parse_segment_name("0000000000000000004x.seg"), EntryName::BadSegment);
         assert_eq!(parse_segment_name("LOCK"), EntryName::Other);
-        assert!(valid_record_len(1) && valid_record_len(65_536));
-        assert!(!valid_record_len(0) && !valid_record_len(65_537));
+        assert!(valid_record_len(1, 65_536) && valid_record_len(65_536, 65_536));
+        assert!(!valid_record_len(0, 65_536) && !valid_record_len(65_537, 65_536));
+        assert!(valid_record_len(MAX_FRAME, usize::MAX) && !valid_record_len(MAX_FRAME + 1, usize::MAX));
     }
 }

@@ -43,6 +43,7 @@ pub use error::StoreError;
 pub use fs::{DirLock, RealFs, SegmentFile, StoreFs};
 pub use sim::SimulatedFs;
 
+pub use format::MAX_FRAME;
 use format::{push_frame, segment_name, valid_record_len, FRAME_OVERHEAD, HEADER_LEN_U64};
 
 /// When an appended record counts as stored.
@@ -84,6 +85,9 @@ pub struct StoreOptions {
     /// this size (a batch is never split; a batch larger than this gets a segment of its
     /// own). Default 64 MiB.
     pub segment_bytes: u64,
+    /// Largest record `append` takes: 64 KiB by default (a record's limit,
+    /// `verify_core::MAX_RECORD_SIZE`); a blob store raises it, up to [`MAX_FRAME`].
+    pub max_record: usize,
 }
 
 /// The default segment size: 64 MiB.
@@ -94,6 +98,7 @@ impl Default for StoreOptions {
         StoreOptions {
             durability: Durability::Durable,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_record: verify_core::MAX_RECORD_SIZE,
         }
     }
 }
@@ -158,6 +163,7 @@ struct Inner {
     fs: Arc<dyn StoreFs>,
     durability: Durability,
     segment_bytes: u64,
+    max_record: usize,
     writer: Mutex<Writer>,
     /// Mirror of `Writer::next_index`, for lock-free ticket checks.
     appended: AtomicU64,
@@ -235,6 +241,7 @@ impl Store {
             fs,
             durability,
             segment_bytes: opts.segment_bytes,
+            max_record: opts.max_record.min(MAX_FRAME),
             writer: Mutex::new(Writer {
                 segments: rec.segments,
                 file: rec.file,
@@ -267,7 +274,7 @@ impl Store {
         Ok((Store { inner, flusher }, rec.report))
     }
 
-    /// Appends `records` (each 1 to 65,536 bytes) in order, as one write. Returns once
+    /// Appends `records` (each 1 to `max_record` bytes) in order, as one write. Returns once
     /// they are written to the operating system, not once durable: pass the ticket to
     /// [`wait_durable`](Self::wait_durable) before acting on them. Appends are
     /// serialised internally. On an error nothing of the batch remains in the store (a
@@ -277,10 +284,14 @@ impl Store {
         self.inner.check_poison()?;
         let mut batch_len = 0u64;
         for (position, r) in records.iter().enumerate() {
-            if !valid_record_len(r.len()) {
-                return Err(StoreError::InvalidRecord { position, len: r.len() });
+            if !valid_record_len(r.len(), self.inner.max_record) {
+                return Err(StoreError::InvalidRecord {
+                    position,
+                    len: r.len(),
+                    max: self.inner.max_record,
+                });
             }
-            // A record is at most 65,536 bytes: no overflow for any slice that fits in memory.
+            // A record is at most 16 MiB: no overflow for any slice that fits in memory.
             let frame = u64::try_from(r.len())
                 .unwrap_or(u64::MAX)
                 .saturating_add(FRAME_OVERHEAD as u64);

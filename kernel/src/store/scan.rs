@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::error::StoreError;
 use super::format::{
     crc32, decode_header, encode_header, le4, parse_segment_name, segment_name, EntryName, HEADER_LEN, HEADER_LEN_U64,
-    MAX_RECORD,
+    MAX_FRAME,
 };
 use super::fs::{SegmentFile, StoreFs};
 use super::Recovery;
@@ -139,10 +139,10 @@ pub(crate) fn scan_frames<E: From<StoreError>>(
         };
         let len = usize::try_from(u32::from_le_bytes(len_bytes)).unwrap_or(usize::MAX);
         if len == 0 {
-            return torn("frame length 0 (a record is 1 to 65536 bytes)".into());
+            return torn("frame length 0 (a frame carries 1 to 16 MiB)".into());
         }
-        if len > MAX_RECORD {
-            return torn(format!("frame length {len} exceeds 65536"));
+        if len > MAX_FRAME {
+            return torn(format!("frame length {len} exceeds {MAX_FRAME}"));
         }
         let need = len.saturating_add(4);
         let body = match r.take(need) {
