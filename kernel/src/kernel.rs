@@ -1544,7 +1544,10 @@ impl Kernel {
                 .push(&st, self.signer.as_ref(), kind, body, parents, principal, session, None)
                 .map_err(kerr)?;
             if staged.records.last().is_none_or(|r| Record::decode(r).is_err()) {
-                return Err(refuse("INVALID_STATEMENT", "the record does not decode (claims must be a deterministic CBOR map)"));
+                return Err(refuse(
+                    "INVALID_STATEMENT",
+                    "the record does not decode (claims must be a deterministic CBOR map)",
+                ));
             }
             self.maybe_checkpoint(&st, &mut staged).map_err(kerr)?;
             let t = self.commit(&mut st, staged).map_err(kerr)?;
@@ -1560,7 +1563,12 @@ impl Kernel {
         let mut out = Vec::new();
         self.records.for_each_record(|_, bytes| {
             if let Ok(r) = Record::decode(bytes) {
-                if let Body::Attestation { subtype: t, subject, claims } = r.body {
+                if let Body::Attestation {
+                    subtype: t,
+                    subject,
+                    claims,
+                } = r.body
+                {
                     if t == subtype {
                         out.push((r.hash, subject, claims.map(<[u8]>::to_vec)));
                     }
