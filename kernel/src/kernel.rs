@@ -262,6 +262,17 @@ pub struct AttestationReport {
     pub blobs: Vec<Vec<u8>>,
 }
 
+/// An ATTESTATION found in the store ([`Kernel::attestations`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attested {
+    /// The record's hash.
+    pub record: Hash,
+    /// Its subject.
+    pub subject: Hash,
+    /// Its claims map (deterministic CBOR), if any.
+    pub claims: Option<Vec<u8>>,
+}
+
 /// Why an effect or approval was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Refusal {
@@ -1557,9 +1568,9 @@ impl Kernel {
         Ok(hash)
     }
 
-    /// Every ATTESTATION of `subtype` in the store, oldest first: (record hash, subject,
-    /// claims bytes). Reads the whole store (for start-up, e.g. restoring tool pins).
-    pub fn attestations(&self, subtype: &str) -> Result<Vec<(Hash, Hash, Option<Vec<u8>>)>, KernelError> {
+    /// Every ATTESTATION of `subtype` in the store, oldest first. Reads the whole store
+    /// (for start-up, e.g. restoring tool pins).
+    pub fn attestations(&self, subtype: &str) -> Result<Vec<Attested>, KernelError> {
         let mut out = Vec::new();
         self.records.for_each_record(|_, bytes| {
             if let Ok(r) = Record::decode(bytes) {
@@ -1570,7 +1581,11 @@ impl Kernel {
                 } = r.body
                 {
                     if t == subtype {
-                        out.push((r.hash, subject, claims.map(<[u8]>::to_vec)));
+                        out.push(Attested {
+                            record: r.hash,
+                            subject,
+                            claims: claims.map(<[u8]>::to_vec),
+                        });
                     }
                 }
             }

@@ -32,6 +32,6 @@ pub mod store;
 pub mod trust;
 
 pub use kernel::{
-    Answer, Args, AttestationReport, EffectReport, Kernel, KernelConfig, KernelError, Metrics, OpenReport,
+    Answer, Args, AttestationReport, Attested, EffectReport, Kernel, KernelConfig, KernelError, Metrics, OpenReport,
     PendingApproval, Proposal, Refusal, Status, SALT_LEN,
 };

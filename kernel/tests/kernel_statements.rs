@@ -72,8 +72,8 @@ fn attestations_and_violations_are_recorded_and_verify() {
     let k = open(dir.path(), &clock);
     let pins = k.attestations("tool-pin").unwrap();
     assert_eq!(pins.len(), 1);
-    assert_eq!(hex::encode(pins[0].0), a);
-    assert_eq!(pins[0].1, sha256(def));
+    assert_eq!(hex::encode(pins[0].record), a);
+    assert_eq!(pins[0].subject, sha256(def));
     assert!(k.attestations("sandbox-module").unwrap().is_empty());
     let records = records(dir.path());
     verify(&records);
