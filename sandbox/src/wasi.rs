@@ -414,7 +414,19 @@ fn finish(r: Result<(), Fault>) -> Result<i32, Error> {
 /// slice comes from the reserve; when both are spent the run stops with `GAS_EXHAUSTED`
 /// and all of the call's fuel counts as used.
 fn charge(caller: &mut Caller<'_, Host>, bytes: u64) -> Result<(), Fault> {
-    let cost = HOST_CALL_FUEL.saturating_add(bytes.div_ceil(HOST_BYTES_PER_FUEL));
+    take_fuel(
+        caller,
+        HOST_CALL_FUEL.saturating_add(bytes.div_ceil(HOST_BYTES_PER_FUEL)),
+    )
+}
+
+/// Charges only for bytes (for calls that learn how many bytes move after their checks;
+/// they paid the base with `charge(caller, 0)` first).
+fn charge_bytes(caller: &mut Caller<'_, Host>, bytes: u64) -> Result<(), Fault> {
+    take_fuel(caller, bytes.div_ceil(HOST_BYTES_PER_FUEL))
+}
+
+fn take_fuel(caller: &mut Caller<'_, Host>, cost: u64) -> Result<(), Fault> {
     let have = caller.get_fuel()?;
     if let Some(left) = have.checked_sub(cost) {
         caller.set_fuel(left)?;
@@ -572,6 +584,7 @@ fn clock_ok(id: i32) -> bool {
 }
 
 fn fd_write(caller: &mut Caller<'_, Host>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> Result<(), Fault> {
+    charge(caller, 0)?;
     let to_stdout = match caller.data().fds.get(&(fd as u32)) {
         Some(Fd::Stdout) => true,
         Some(Fd::Stderr) => false,
@@ -585,7 +598,7 @@ fn fd_write(caller: &mut Caller<'_, Host>, fd: i32, iovs: i32, iovs_len: i32, nw
         (total(&iov), host.output_cap.saturating_sub(host.output_len()))
     };
     let moved = want.min(room);
-    charge(caller, moved)?;
+    charge_bytes(caller, moved)?;
     let (mem, host) = m.data_and_store_mut(&mut *caller);
     let iov = iovecs(mem, iovs, iovs_len)?;
     let mut left = usize::try_from(moved).unwrap_or(usize::MAX);
@@ -631,6 +644,13 @@ fn fd_read(
     offset: Option<u64>,
     nread: i32,
 ) -> Result<(), Fault> {
+    charge(caller, 0)?;
+    match (caller.data().fds.get(&(fd as u32)), offset) {
+        (Some(Fd::Stdin), None) | (Some(Fd::File { .. }), _) => {}
+        (Some(Fd::Stdin), Some(_)) => return Err(Fault::Errno(errno::NOTSUP)),
+        (Some(Fd::Dir { .. }), _) => return Err(Fault::Errno(errno::ISDIR)),
+        _ => return Err(Fault::Errno(errno::BADF)),
+    }
     let m = memory(caller)?;
     // What would move, to charge for it first.
     let moved = {
@@ -645,7 +665,7 @@ fn fd_read(
         };
         want.min(avail)
     };
-    charge(caller, moved)?;
+    charge_bytes(caller, moved)?;
     let (mem, host) = m.data_and_store_mut(&mut *caller);
     let iov = iovecs(mem, iovs, iovs_len)?;
     let n = match host.fds.get_mut(&(fd as u32)) {
