@@ -25,6 +25,9 @@ use crate::trust::{check_chain, Registry};
 /// Length of the random salt in front of a committed value (record-format.md §9).
 pub const SALT_LEN: usize = 16;
 
+/// The reasons of [`Kernel::deny_malformed`].
+pub const MALFORMED_REASONS: [&str; 2] = ["INVALID_ARGUMENTS", "TRUNCATED_ARGUMENTS"];
+
 /// How the kernel is set up.
 #[derive(Debug)]
 pub struct KernelConfig {
@@ -1032,7 +1035,29 @@ impl Kernel {
     /// Decides a proposed call: INTENT and DECISION become durable records before the
     /// answer returns. Never fails: anything that goes wrong is DENY `KERNEL_ERROR`.
     pub fn evaluate(&self, p: &Proposal) -> Answer {
-        let answer = self.evaluate_inner(p).unwrap_or_else(|e| Answer::kernel_error(&e));
+        self.count_answer(
+            self.evaluate_inner(p, None)
+                .unwrap_or_else(|e| Answer::kernel_error(&e)),
+        )
+    }
+
+    /// Records a call whose arguments could not be presented to Guardian, as an INTENT
+    /// (the arguments as received) and a DENY with `reason`: `INVALID_ARGUMENTS` (not
+    /// valid JSON) or `TRUNCATED_ARGUMENTS` (cut off). Guardian is not asked; the
+    /// DENY's `policy` is the hash of the bundle set (as for `NO_POLICY_DEFINED`), and
+    /// replay counts it as a kernel denial. Never fails: a recording failure, or another
+    /// reason, is DENY `KERNEL_ERROR`.
+    pub fn deny_malformed(&self, p: &Proposal, reason: &str) -> Answer {
+        let answer = if MALFORMED_REASONS.contains(&reason) {
+            self.evaluate_inner(p, Some(reason))
+                .unwrap_or_else(|e| Answer::kernel_error(&e))
+        } else {
+            Answer::kernel_error(&format!("{reason} is not a reason for a malformed call"))
+        };
+        self.count_answer(answer)
+    }
+
+    fn count_answer(&self, answer: Answer) -> Answer {
         self.answered.fetch_add(1, Ordering::Relaxed);
         let mut st = self.lock();
         let m = &mut st.metrics;
@@ -1047,7 +1072,9 @@ impl Kernel {
         answer
     }
 
-    fn evaluate_inner(&self, p: &Proposal) -> Result<Answer, KernelError> {
+    /// Decides `p` with Guardian, or, with `malformed`, records the kernel's DENY with
+    /// that reason without asking Guardian.
+    fn evaluate_inner(&self, p: &Proposal, malformed: Option<&str>) -> Result<Answer, KernelError> {
         let (call_kind, args) = match canonical_args(&p.args) {
             Ok(a) => a,
             Err(e) => return Ok(Answer::kernel_error(&e)),
@@ -1068,7 +1095,11 @@ impl Kernel {
                 staged = st.stage();
                 staged.time(self.clock.now_ms());
             }
-            if let Some(answer) = self.retry_answer(&mut st, &key, staged.time) {
+            let retried = match malformed {
+                Some(_) => None,
+                None => self.retry_answer(&mut st, &key, staged.time),
+            };
+            if let Some(answer) = retried {
                 // A retry under a new call id: that id names the same INTENT (held in
                 // memory; after a restart the retry finds the INTENT by its content).
                 if let (Some(id), Some(intent)) = (&p.call_id, answer.intent.as_deref()) {
@@ -1095,7 +1126,17 @@ impl Kernel {
                 time: staged.time,
             };
             let ev = st.evidence(&p.principal, &p.session);
-            let d = self.guardian.decide(&req, &ev);
+            let d = match malformed {
+                Some(reason) => guardian::Decision {
+                    verdict: Verdict::Deny,
+                    reason: reason.to_owned(),
+                    policy: guardian::set_hash(&self.guardian.bundles().iter().map(Bundle::hash).collect::<Vec<_>>()),
+                    escalation: None,
+                    rule: None,
+                    error: None,
+                },
+                None => self.guardian.decide(&req, &ev),
+            };
             let mut frame = args_hash.to_vec();
             frame.extend_from_slice(&args_blob);
             staged.blobs.push(frame);
