@@ -34,7 +34,7 @@ set -uo pipefail
 
 FUZZ_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SECS="${FUZZ_SECONDS:-20}"
-TARGETS=(${FUZZ_TARGETS:-record_decode verifier_stream verifier_mutate verifier_resign pack_reader manifest_decode receipt_v5})
+TARGETS=(${FUZZ_TARGETS:-record_decode verifier_stream verifier_mutate verifier_resign pack_reader manifest_decode receipt_v5 sandbox_module})
 SAN="${FUZZ_SANITIZER:-none}"
 INSTALL="${FUZZ_INSTALL:-1}"
 LOG_DIR="${FUZZ_LOG_DIR:-$FUZZ_DIR/target/smoke-logs}"

@@ -57,6 +57,14 @@ fn main() -> std::io::Result<()> {
         write("verifier_resign", format!("seed-xor-{i:02}"), &[i, 0, 0, 0, 30, 1])?;
         n += 4;
     }
+    // sandbox_module: every seed module unchanged (mode i), and as raw bytes (mode 0x80).
+    for (i, m) in helm_fuzz::sandbox_seed_modules().iter().enumerate() {
+        write("sandbox_module", format!("seed-noop-{i:02}"), &[i as u8])?;
+        let mut raw = vec![0x80];
+        raw.extend_from_slice(m);
+        write("sandbox_module", format!("seed-raw-{i:02}"), &raw)?;
+        n += 2;
+    }
     eprintln!("wrote {n} seed inputs under {}", out.display());
     Ok(())
 }

@@ -844,3 +844,29 @@ fn check_stream(anchors: &[[u8; 32]], cap: Capacity, records: &[&[u8]], report: 
     }
     out
 }
+
+/// Seed modules for the `sandbox_module` target: the sandbox's hand-written WAT edge
+/// cases (sandbox/tests/wat/), compiled once.
+pub fn sandbox_seed_modules() -> &'static [Vec<u8>] {
+    static MODULES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        [
+            include_str!("../../sandbox/tests/wat/echo.wat"),
+            include_str!("../../sandbox/tests/wat/compute.wat"),
+            include_str!("../../sandbox/tests/wat/enosys.wat"),
+            include_str!("../../sandbox/tests/wat/bad-pointers.wat"),
+            include_str!("../../sandbox/tests/wat/nan-bits.wat"),
+            include_str!("../../sandbox/tests/wat/output-flood.wat"),
+            include_str!("../../sandbox/tests/wat/random-flood.wat"),
+            include_str!("../../sandbox/tests/wat/memory-grow-loop.wat"),
+            include_str!("../../sandbox/tests/wat/memory-grow-past-own-max.wat"),
+            include_str!("../../sandbox/tests/wat/table-grow.wat"),
+            include_str!("../../sandbox/tests/wat/deep-recursion.wat"),
+            include_str!("../../sandbox/tests/wat/busy-loop.wat"),
+            include_str!("../../sandbox/tests/wat/start-function-loop.wat"),
+        ]
+        .iter()
+        .map(|src| wat::parse_str(src).expect("the sandbox's WAT test modules parse"))
+        .collect()
+    })
+}

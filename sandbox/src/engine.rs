@@ -293,7 +293,21 @@ impl Sandbox {
     }
 
     fn compile_uncached(&self, bytes: &[u8]) -> Result<Compiled, SandboxError> {
-        let module = Module::new(&self.engine, bytes).map_err(|e| SandboxError::ModuleInvalid(e.to_string()))?;
+        crate::screen::screen(bytes).map_err(SandboxError::ModuleInvalid)?;
+        crate::screen::validate(bytes).map_err(SandboxError::ModuleInvalid)?;
+        // Defence in depth: a panic inside wasmi's parser or compiler (the screen above
+        // removes the one known) is a refusal, not a host crash. wasmi's locks are spin
+        // locks released on unwind, so the engine stays usable.
+        let compiled = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| Module::new(&self.engine, bytes)));
+        let module = match compiled {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return Err(SandboxError::ModuleInvalid(e.to_string())),
+            Err(_) => {
+                return Err(SandboxError::ModuleInvalid(
+                    "the engine panicked while compiling the module".into(),
+                ))
+            }
+        };
         let deny = |module: &str, name: &str, reason: &'static str| SandboxError::ImportDenied {
             module: module.to_string(),
             name: name.to_string(),

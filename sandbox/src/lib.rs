@@ -52,6 +52,7 @@ mod error;
 mod evidence;
 mod limits;
 mod replay;
+mod screen;
 pub mod wasi;
 
 pub use drbg::{Drbg, DRBG_LABEL};

@@ -308,3 +308,67 @@ fn busy_loop_does_not_grow_the_host_stack() {
         .unwrap();
     assert_eq!(o.stopped, Some(Stop::Gas));
 }
+
+/// Regression (found by the sandbox_module fuzz target): wasmi 2.0.0 with strict enforced
+/// limits divides a code section's size by its function count; a section declaring 0
+/// functions in 1,000 bytes or more panicked the host. The sandbox screens it out.
+#[test]
+fn empty_code_section_of_1000_bytes_is_refused_not_a_panic() {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.push(10); // code section
+    m.extend_from_slice(&[0xe9, 0x07]); // 1,001 bytes
+    m.push(0); // 0 functions
+    m.extend_from_slice(&[0u8; 1000]);
+    let e = refused(&m);
+    assert_eq!(e.code(), "MODULE_INVALID", "{e}");
+    // And the fuzzer's original input: a mutated memory-grow-loop.wat.
+    let mut fuzzed = wat_file("memory-grow-loop.wat");
+    let ops = [
+        0xffu8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x6d, 0x64, 0x81, 0x0d,
+    ];
+    apply_ops(&mut fuzzed, &ops);
+    let e = refused(&fuzzed);
+    assert_eq!(e.code(), "MODULE_INVALID");
+    assert!(
+        !e.to_string().contains("panicked"),
+        "refused by the screen, not caught: {e}"
+    );
+}
+
+/// Regression (found by the sandbox_module fuzz target): a function body with operators
+/// after its final `end` reached a debug assertion in wasmi 2.0.0's translator (a panic in
+/// builds with debug assertions, such as this workspace's test profile) before wasmi's
+/// interleaved validation refused it. The sandbox validates the whole module first.
+#[test]
+fn operators_after_the_final_end_are_refused_not_a_panic() {
+    let mut fuzzed = wat_file("memory-grow-loop.wat");
+    apply_ops(&mut fuzzed, &[0x18, 0x01, 0x60, 0x01, 0x7e, 0x12, 0x99, 0x0b]);
+    let e = refused(&fuzzed);
+    assert_eq!(e.code(), "MODULE_INVALID");
+    assert!(
+        !e.to_string().contains("panicked"),
+        "refused by validation, not caught: {e}"
+    );
+}
+
+/// fuzz/src/lib.rs `apply_ops`: 4-byte ops [op, pos_hi, pos_lo, value].
+fn apply_ops(buf: &mut Vec<u8>, ops: &[u8]) {
+    for op in ops.chunks_exact(4) {
+        let (kind, pos, val) = (op[0] % 4, usize::from(u16::from_be_bytes([op[1], op[2]])), op[3]);
+        match kind {
+            0 | 1 if !buf.is_empty() => {
+                let i = pos % buf.len();
+                buf[i] ^= val;
+            }
+            2 => {
+                let i = pos % (buf.len() + 1);
+                buf.insert(i, val);
+            }
+            3 if !buf.is_empty() => {
+                let i = pos % buf.len();
+                buf.remove(i);
+            }
+            _ => {}
+        }
+    }
+}
