@@ -559,6 +559,9 @@ async fn approval(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApprovalRequest {
+    /// Optional (as `helm-airgap approve --json` writes it): must be the path's id.
+    #[serde(default)]
+    id: Option<String>,
     approver: String,
     signature: String,
 }
@@ -573,6 +576,11 @@ async fn submit_approval(
     let id = approval_id(id)?;
     let b = body(b, s.0.max_body_bytes)?;
     let req: ApprovalRequest = parse(&b)?;
+    if let Some(body_id) = &req.id {
+        if hex32(body_id).ok() != Some(id) {
+            return Err(ApiError::invalid("id: the body names another approval than the path"));
+        }
+    }
     let approver = parse_key(&req.approver).map_err(|e| ApiError::invalid(format!("approver: {e}")))?;
     let sig = hex::decode(&req.signature)
         .ok()

@@ -193,6 +193,18 @@ fn evaluate_approve_effects_records_shutdown_verify() {
         )
     };
     let good_sig = approver.sign(&challenge);
+    // The body may carry the id (as `helm-airgap approve --json` writes it): it must match.
+    let r = c.post(
+        &format!("/v1/approvals/{id}"),
+        Some(APPROVER_TOKEN),
+        &json!({"id": "ab".repeat(32), "approver": key_string(&approver.public_key()), "signature": hex::encode(good_sig)}),
+    );
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (400, "INVALID_REQUEST"),
+        "{}",
+        r.text
+    );
     if now_ms() + 50 < not_before {
         let r = submit(&approver, good_sig);
         assert_eq!(
@@ -232,7 +244,11 @@ fn evaluate_approve_effects_records_shutdown_verify() {
         "{}",
         r.text
     );
-    let r = submit(&approver, good_sig);
+    let r = c.post(
+        &format!("/v1/approvals/{id}"),
+        Some(APPROVER_TOKEN),
+        &json!({"id": id, "approver": key_string(&approver.public_key()), "signature": hex::encode(good_sig)}),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(s(&r.json["state"]), "approved");
     assert_eq!(r.json["approvers"][0], hex::encode(approver.public_key()));
