@@ -71,8 +71,21 @@ pack_codes! {
     BlobMissing = (1108, "PACK_BLOB_MISSING"),
     /// A blob or withheld entry that no record references.
     BlobUnreferenced = (1109, "PACK_BLOB_UNREFERENCED"),
-    /// A record that does not fit its segment, or a segment with the wrong record count.
+    /// A record (or its proof item) that does not fit its segment, or a segment with the
+    /// wrong record count.
     SegmentInvalid = (1110, "PACK_SEGMENT_INVALID"),
+    /// Partial packs: a proof item not in its exact form, a position beyond the tree, an
+    /// inclusion path on the checkpoint, or a consistency path where none belongs.
+    ProofInvalid = (1111, "PACK_PROOF_INVALID"),
+    /// Partial packs: an inclusion proof that does not lead to the tree root.
+    ProofMismatch = (1112, "PACK_PROOF_MISMATCH"),
+    /// Partial packs: positions not strictly ascending.
+    ProofOrder = (1113, "PACK_PROOF_ORDER"),
+    /// Partial packs: the record at the tree size's position is not a CHECKPOINT, or the
+    /// pack does not end with it.
+    CheckpointInvalid = (1114, "PACK_CHECKPOINT_INVALID"),
+    /// Partial packs: a record neither selected nor needed.
+    RecordUnselected = (1115, "PACK_RECORD_UNSELECTED"),
     /// A record failed verification (see the record error).
     RecordInvalid = (1200, "PACK_RECORD_INVALID"),
     /// A buffer or table provided by the caller is too small for this pack.
@@ -100,8 +113,10 @@ pub struct PackError {
     entry_name_len: u8,
     /// The record error, for `RecordInvalid`.
     pub record: Option<VerifyError>,
-    /// The record involved, for blob reference errors.
+    /// The record involved (its place in the pack), for blob reference and proof errors.
     pub index: Option<u64>,
+    /// Partial packs: the position in the log of the record involved.
+    pub position: Option<u64>,
     /// The blob name involved, for blob errors.
     pub subject: Option<verify_core::Hash>,
     /// Bytes of tables the pack would need, for capacity errors.
@@ -123,6 +138,7 @@ impl PackError {
             entry_name_len: 0,
             record: None,
             index: None,
+            position: None,
             subject: None,
             needed: None,
             #[cfg(feature = "std")]

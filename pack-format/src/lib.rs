@@ -13,7 +13,8 @@
 //!
 //! - `#![no_std]`: [`PackReader`] streams a pack of any size through the verify-core
 //!   verifier in one pass with caller-provided memory; nothing is extracted.
-//! - `alloc`: [`write_pack`] writes the canonical bytes.
+//! - `alloc`: [`write_pack`] writes the canonical bytes; [`write_partial_pack`] a partial
+//!   pack (one session or a time range, with inclusion proofs to a CHECKPOINT).
 //! - `std`: `.tar.zst` and `.tar.gz` transport wrappers with decompression limits.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -52,12 +53,15 @@ pub mod transport;
 mod writer;
 
 pub use error::{PackCode, PackError};
-pub use manifest::{Manifest, MAX_MANIFEST_SIZE, PACK_FORMAT};
+pub use manifest::{Manifest, PartialClaims, MAX_MANIFEST_SIZE, PACK_FORMAT};
 pub use reader::{
     blob_reference, record_len, BlobSlot, NoObserver, NotARecord, Observer, PackBuffers, PackReader, PackSummary,
-    SEGMENT_RECORDS, WITHHELD_ITEM,
+    MAX_PROOF_HASHES, SEGMENT_RECORDS, WITHHELD_ITEM,
 };
 #[cfg(feature = "std")]
 pub use stream::{capacity_for, verify_reader, StreamError, VerifyOptions};
 #[cfg(feature = "alloc")]
-pub use writer::{write_pack, PackContents, WriteError};
+pub use writer::{
+    plan_partial, proof_item, write_pack, write_partial_pack, write_partial_plan, MerkleTree, PackContents,
+    PartialPack, PartialPlan, WriteError,
+};

@@ -8,8 +8,8 @@
 use sha2::{Digest, Sha256};
 use verify_core::cbor::Reader;
 use verify_core::{
-    Body, ErrorCode, Hash, MerkleAccumulator, Record, Sign1, SignatureCheck, Verified, Verifier, VerifyError,
-    ROLE_KERNEL,
+    empty_root, leaf_hash, Body, ConsistencyCheck, ErrorCode, Hash, InclusionCheck, MerkleAccumulator, Record, Sign1,
+    SignatureCheck, Verified, Verifier, VerifyError, ROLE_KERNEL,
 };
 
 use crate::error::{PackCode, PackError};
@@ -43,6 +43,9 @@ pub struct PackBuffers<'b> {
 pub trait Observer {
     /// A record verified, at its 0-based index.
     fn record(&mut self, _index: u64, _record: &Record<'_>) {}
+    /// Partial packs: the record at `index` in the pack is at `position` in its log
+    /// (proven by its inclusion proof); called just before [`Observer::record`].
+    fn position(&mut self, _index: u64, _position: u64) {}
     /// A withheld blob's name.
     fn withheld(&mut self, _name: &Hash) {}
     /// A present blob's name and size, once its content was checked.
@@ -128,6 +131,221 @@ pub struct PackReader<'t> {
     blobs_merkle: MerkleAccumulator,
     withheld_merkle: MerkleAccumulator,
     failed: Option<PackError>,
+    /// A partial pack's tree (T, R), once its manifest is read.
+    tree: Option<(u64, Hash)>,
+    /// Partial packs: the proof item after the record in the buffer, being read.
+    item: Option<ItemParser>,
+    /// Partial packs: the position of the last record.
+    last_position: Option<u64>,
+}
+
+/// Most hashes in a proof item's inclusion or consistency path (spec/evidencepack.md §9.3).
+pub const MAX_PROOF_HASHES: u64 = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ItemStage {
+    Open,
+    Index,
+    InclusionLen,
+    Inclusion(u64),
+    ConsistencyLen,
+    Consistency(u64),
+    Done,
+}
+
+/// A partial pack's proof item `[index, inclusion, consistency]`, read byte by byte in
+/// its one exact form (spec/evidencepack.md §9.3), checking the paths as they arrive.
+#[derive(Clone, Debug)]
+struct ItemParser {
+    stage: ItemStage,
+    head: [u8; 9],
+    head_len: usize,
+    hash: [u8; 34],
+    hash_len: usize,
+    index: u64,
+    inclusion_len: u64,
+    consistency_len: u64,
+    leaf: Hash,
+    tree_size: u64,
+    inclusion: InclusionCheck,
+    /// For a CHECKPOINT below the tree size with count > 0: its consistency proof.
+    consistency: Option<ConsistencyCheck>,
+}
+
+/// A byte that cannot continue a proof item.
+#[derive(Clone, Copy, Debug)]
+struct BadItem;
+
+impl ItemParser {
+    fn new(record_hash: &Hash, tree_size: u64) -> ItemParser {
+        let leaf = leaf_hash(record_hash);
+        ItemParser {
+            stage: ItemStage::Open,
+            head: [0; 9],
+            head_len: 0,
+            hash: [0; 34],
+            hash_len: 0,
+            index: 0,
+            inclusion_len: 0,
+            consistency_len: 0,
+            leaf,
+            tree_size,
+            inclusion: InclusionCheck::new(0, 0, &leaf),
+            consistency: None,
+        }
+    }
+
+    /// Reads one CBOR head of `major` into `self.head`; `Some(argument)` once complete.
+    fn head_byte(&mut self, b: u8, major: u8) -> Result<Option<u64>, BadItem> {
+        if let Some(slot) = self.head.get_mut(self.head_len) {
+            *slot = b;
+        }
+        self.head_len = self.head_len.saturating_add(1);
+        let first = self.head.first().copied().unwrap_or(0);
+        if first >> 5 != major {
+            return Err(BadItem);
+        }
+        let extra = match first & 0x1f {
+            0..=23 => 0usize,
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            _ => return Err(BadItem),
+        };
+        if self.head_len < extra.saturating_add(1) {
+            return Ok(None);
+        }
+        self.head_len = 0;
+        let value = if extra == 0 {
+            u64::from(first & 0x1f)
+        } else {
+            self.head
+                .get(1..extra.saturating_add(1))
+                .unwrap_or(&[])
+                .iter()
+                .fold(0u64, |v, &b| (v << 8) | u64::from(b))
+        };
+        // Shortest form only.
+        let min = match extra {
+            0 => 0,
+            1 => 24,
+            2 => 0x100,
+            4 => 0x1_0000,
+            _ => 0x1_0000_0000,
+        };
+        if value < min {
+            return Err(BadItem);
+        }
+        Ok(Some(value))
+    }
+
+    /// Reads one byte of a path hash (`58 20` and 32 bytes); `Some(hash)` once complete.
+    fn hash_byte(&mut self, b: u8) -> Result<Option<Hash>, BadItem> {
+        let expected = match self.hash_len {
+            0 => Some(0x58),
+            1 => Some(0x20),
+            _ => None,
+        };
+        if expected.is_some_and(|e| e != b) {
+            return Err(BadItem);
+        }
+        if let Some(slot) = self.hash.get_mut(self.hash_len) {
+            *slot = b;
+        }
+        self.hash_len = self.hash_len.saturating_add(1);
+        if self.hash_len < 34 {
+            return Ok(None);
+        }
+        self.hash_len = 0;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(self.hash.get(2..).unwrap_or(&[0; 32]));
+        Ok(Some(h))
+    }
+
+    /// Feeds one byte. `record` is the record the item follows (to set up the
+    /// consistency proof of a CHECKPOINT).
+    fn byte(&mut self, b: u8, record: &[u8]) -> Result<(), BadItem> {
+        match self.stage {
+            ItemStage::Open => {
+                if b != 0x83 {
+                    return Err(BadItem);
+                }
+                self.stage = ItemStage::Index;
+            }
+            ItemStage::Index => {
+                if let Some(index) = self.head_byte(b, 0)? {
+                    self.index = index;
+                    self.inclusion = InclusionCheck::new(index, self.tree_size, &self.leaf);
+                    self.stage = ItemStage::InclusionLen;
+                }
+            }
+            ItemStage::InclusionLen => {
+                if let Some(n) = self.head_byte(b, 4)? {
+                    if n > MAX_PROOF_HASHES {
+                        return Err(BadItem);
+                    }
+                    self.inclusion_len = n;
+                    self.stage = if n == 0 {
+                        ItemStage::ConsistencyLen
+                    } else {
+                        ItemStage::Inclusion(n)
+                    };
+                }
+            }
+            ItemStage::Inclusion(left) => {
+                if let Some(h) = self.hash_byte(b)? {
+                    self.inclusion.step(&h);
+                    let left = left.saturating_sub(1);
+                    self.stage = if left == 0 {
+                        ItemStage::ConsistencyLen
+                    } else {
+                        ItemStage::Inclusion(left)
+                    };
+                }
+            }
+            ItemStage::ConsistencyLen => {
+                if let Some(n) = self.head_byte(b, 4)? {
+                    if n > MAX_PROOF_HASHES {
+                        return Err(BadItem);
+                    }
+                    self.consistency_len = n;
+                    if n > 0 {
+                        // A CHECKPOINT below the tree size proves its root to the tree's.
+                        if let Ok(Record {
+                            body: Body::Checkpoint { count, root, .. },
+                            ..
+                        }) = Record::decode(record)
+                        {
+                            if count > 0 && count < self.tree_size {
+                                self.consistency = Some(ConsistencyCheck::new(count, &root, self.tree_size));
+                            }
+                        }
+                    }
+                    self.stage = if n == 0 {
+                        ItemStage::Done
+                    } else {
+                        ItemStage::Consistency(n)
+                    };
+                }
+            }
+            ItemStage::Consistency(left) => {
+                if let Some(h) = self.hash_byte(b)? {
+                    if let Some(c) = &mut self.consistency {
+                        c.step(&h);
+                    }
+                    let left = left.saturating_sub(1);
+                    self.stage = if left == 0 {
+                        ItemStage::Done
+                    } else {
+                        ItemStage::Consistency(left)
+                    };
+                }
+            }
+            ItemStage::Done => return Err(BadItem),
+        }
+        Ok(())
+    }
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
@@ -246,6 +464,9 @@ impl<'t> PackReader<'t> {
             blobs_merkle: MerkleAccumulator::new(),
             withheld_merkle: MerkleAccumulator::new(),
             failed: None,
+            tree: None,
+            item: None,
+            last_position: None,
         }
     }
 
@@ -529,6 +750,9 @@ impl<'t> PackReader<'t> {
     /// `left`: the segment's bytes after `data` (to judge a record that does not frame
     /// by the whole rest of its segment, however the input was split into chunks).
     fn segment_data<O: Observer>(&mut self, mut data: &[u8], left: u64, obs: &mut O) -> Result<(), PackError> {
+        if self.tree.is_some() {
+            return self.partial_segment_data(data, left, obs);
+        }
         while !data.is_empty() {
             if self.record_len == 0 {
                 // Fast path: whole records straight from the caller's chunk, no copy.
@@ -626,6 +850,13 @@ impl<'t> PackReader<'t> {
             .push_checked(bytes, check.as_ref())
             .map_err(|e| PackError::record(e, self.offset).at_entry(self.entry, self.name()))?;
         self.segment_records = self.segment_records.saturating_add(1);
+        self.check_reference(index, &rec)?;
+        obs.record(index, &rec);
+        Ok(())
+    }
+
+    /// §4.3: the blob a verified record references is present or withheld.
+    fn check_reference(&mut self, index: u64, rec: &Record<'_>) -> Result<(), PackError> {
         if let Some(name) = blob_reference(&rec.body) {
             let slot = self
                 .find_in(0, self.withheld_n, &name)
@@ -643,6 +874,183 @@ impl<'t> PackReader<'t> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A partial pack's segment data (spec/evidencepack.md §9.3): each record, framed as
+    /// in a full pack but always gathered in the record buffer, then its proof item.
+    fn partial_segment_data<O: Observer>(&mut self, mut data: &[u8], left: u64, obs: &mut O) -> Result<(), PackError> {
+        while !data.is_empty() {
+            if let Some(mut item) = self.item.take() {
+                let record = self.record.get(..self.record_len).unwrap_or(&[]);
+                let mut used = 0usize;
+                let mut bad = false;
+                for &b in data.iter() {
+                    used = used.saturating_add(1);
+                    if item.byte(b, record).is_err() {
+                        bad = true;
+                        break;
+                    }
+                    if item.stage == ItemStage::Done {
+                        break;
+                    }
+                }
+                data = data.get(used..).unwrap_or(&[]);
+                if bad {
+                    return Err(self.fail(
+                        PackCode::ProofInvalid,
+                        "a record's proof item is not [index, inclusion path, consistency path] in its exact form",
+                    ));
+                }
+                if item.stage == ItemStage::Done {
+                    self.finish_unit(&item, obs)?;
+                    self.record_len = 0;
+                } else {
+                    self.item = Some(item);
+                }
+                continue;
+            }
+            // Gather the record (as the full reader's slow path).
+            let want = match record_len(self.record.get(..self.record_len).unwrap_or(&[])) {
+                Ok(Some(n)) => n,
+                Ok(None) => self.record_len.saturating_add(16).max(16),
+                Err(NotARecord) => return Err(self.buffered_framing_error(data, left)),
+            };
+            if want > self.record.len() {
+                return Err(self.too_large());
+            }
+            let n = want.saturating_sub(self.record_len).min(data.len());
+            let (head, rest) = data.split_at(n);
+            if let Some(dst) = self.record.get_mut(self.record_len..self.record_len.saturating_add(n)) {
+                dst.copy_from_slice(head);
+            }
+            self.record_len = self.record_len.saturating_add(n);
+            data = rest;
+            match record_len(self.record.get(..self.record_len).unwrap_or(&[])) {
+                Err(NotARecord) => return Err(self.buffered_framing_error(data, left)),
+                Ok(Some(total)) if total > self.record.len() => return Err(self.too_large()),
+                Ok(Some(total)) if total == self.record_len => {
+                    if self.segment_records >= SEGMENT_RECORDS {
+                        return Err(self.fail(PackCode::SegmentInvalid, "a segment holds more than 16384 records"));
+                    }
+                    let hash: Hash = Sha256::digest(self.record.get(..total).unwrap_or(&[])).into();
+                    let size = self.tree.map_or(0, |(t, _)| t);
+                    self.item = Some(ItemParser::new(&hash, size));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A partial pack's record and its complete proof item: spec/evidencepack.md §9.4,
+    /// steps 1 to 6.
+    fn finish_unit<O: Observer>(&mut self, item: &ItemParser, obs: &mut O) -> Result<(), PackError> {
+        let index = self.verifier.count();
+        let (tree_size, tree_root) = self.tree.unwrap_or((0, [0; 32]));
+        let fail = |s: &Self, code, detail| {
+            let mut e = s.fail(code, detail);
+            e.index = Some(index);
+            e.position = Some(item.index);
+            e
+        };
+        if self.last_position.is_some_and(|p| item.index <= p) {
+            return Err(fail(
+                self,
+                PackCode::ProofOrder,
+                "positions are not strictly ascending: a record carried twice, or out of the log's order",
+            ));
+        }
+        if item.index > tree_size {
+            return Err(fail(
+                self,
+                PackCode::ProofInvalid,
+                "position beyond the checkpoint's tree",
+            ));
+        }
+        if item.index == tree_size && item.inclusion_len != 0 {
+            return Err(fail(
+                self,
+                PackCode::ProofInvalid,
+                "the checkpoint's own item has an inclusion path",
+            ));
+        }
+        if item.index < tree_size && !item.inclusion.finish(&tree_root) {
+            return Err(fail(
+                self,
+                PackCode::ProofMismatch,
+                "the inclusion proof does not lead to the checkpoint's root at this position",
+            ));
+        }
+        let len = self.record_len;
+        let buf = core::mem::take(&mut self.record);
+        let r = self.verify_at(buf.get(..len).unwrap_or(&[]), index, item, obs);
+        self.record = buf;
+        if r.is_ok() {
+            self.last_position = Some(item.index);
+            self.segment_records = self.segment_records.saturating_add(1);
+        }
+        r
+    }
+
+    fn verify_at<O: Observer>(
+        &mut self,
+        bytes: &[u8],
+        index: u64,
+        item: &ItemParser,
+        obs: &mut O,
+    ) -> Result<(), PackError> {
+        let (tree_size, tree_root) = self.tree.unwrap_or((0, [0; 32]));
+        let mut root_proven = false;
+        // Step 4, on a record that decodes (one that does not gets its decoding error
+        // from the verifier).
+        if let Ok(rec) = Record::decode(bytes) {
+            let fail = |s: &Self, code, detail| {
+                let mut e = s.fail(code, detail);
+                e.index = Some(index);
+                e.position = Some(item.index);
+                e
+            };
+            let checkpoint = match rec.body {
+                Body::Checkpoint { count, root, .. } => Some((count, root)),
+                _ => None,
+            };
+            if item.index == tree_size && checkpoint.is_none() {
+                return Err(fail(
+                    self,
+                    PackCode::CheckpointInvalid,
+                    "the record at the tree size's position is not a CHECKPOINT",
+                ));
+            }
+            match checkpoint {
+                Some((count, root)) if item.index < tree_size => {
+                    root_proven = if count == 0 {
+                        item.consistency_len == 0 && root == empty_root()
+                    } else {
+                        item.consistency_len > 0 && item.consistency.as_ref().is_some_and(|c| c.finish(&tree_root))
+                    };
+                }
+                _ if item.consistency_len != 0 => {
+                    return Err(fail(
+                        self,
+                        PackCode::ProofInvalid,
+                        "a consistency path on a record that is not a CHECKPOINT below the tree size",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let check = obs.precheck(index, bytes);
+        let rec = self
+            .verifier
+            .push_at(bytes, item.index, root_proven, check.as_ref())
+            .map_err(|e| {
+                let mut p = PackError::record(e, self.offset).at_entry(self.entry, self.name());
+                p.position = Some(item.index);
+                p
+            })?;
+        self.check_reference(index, &rec)?;
+        obs.position(index, item.index);
         obs.record(index, &rec);
         Ok(())
     }
@@ -651,8 +1059,14 @@ impl<'t> PackReader<'t> {
         match entry {
             Entry::Manifest => {
                 let bytes = self.manifest.get(..self.manifest_len).unwrap_or(&[]);
-                if Manifest::decode(bytes).is_err() {
+                let Ok((m, _)) = Manifest::decode(bytes) else {
                     return Err(self.fail(PackCode::ManifestInvalid, "manifest does not decode"));
+                };
+                if let Some(p) = &m.partial {
+                    if self.verifier.set_partial(&p.partial()).is_err() {
+                        return Err(self.fail(PackCode::ManifestInvalid, "the manifest's selection is unusable"));
+                    }
+                    self.tree = Some((p.tree_size, p.tree_root));
                 }
             }
             Entry::Withheld => {}
@@ -674,8 +1088,11 @@ impl<'t> PackReader<'t> {
                 obs.blob(&digest, self.blob_size);
             }
             Entry::Segment => {
-                if self.record_len != 0 {
-                    return Err(self.fail(PackCode::SegmentInvalid, "a record crosses the end of its segment"));
+                if self.record_len != 0 || self.item.is_some() {
+                    return Err(self.fail(
+                        PackCode::SegmentInvalid,
+                        "a record (or its proof item) crosses the end of its segment",
+                    ));
                 }
                 if self.segment_records == 0 {
                     return Err(self.fail(PackCode::SegmentInvalid, "an empty segment"));
@@ -722,7 +1139,20 @@ impl<'t> PackReader<'t> {
         let (manifest, env): (Manifest, Sign1<'_>) = Manifest::decode(manifest_bytes)
             .map_err(|_| PackError::new(PackCode::ManifestInvalid, 0, "manifest does not decode"))?;
         let signer = self.verifier.active_key(&manifest.producer, ROLE_KERNEL);
+        let unselected = self.verifier.unselected();
+        let last_position = self.verifier.last_position();
         let verified = self.verifier.finish().map_err(|e| PackError::record(e, self.offset))?;
+        if let Some((tree_size, _)) = self.tree {
+            if last_position != Some(tree_size) {
+                let mut e = PackError::new(
+                    PackCode::CheckpointInvalid,
+                    self.offset,
+                    "the partial pack does not end with its checkpoint (the record at the tree size's position)",
+                );
+                e.position = last_position;
+                return Err(e);
+            }
+        }
         let at_manifest = |code, detail| PackError::new(code, 0, detail).at_entry(0, "manifest.cbor");
         let Some(pk) = signer else {
             return Err(at_manifest(
@@ -763,6 +1193,16 @@ impl<'t> PackReader<'t> {
                 "a blob or withheld entry no record references",
             );
             e.subject = Some(s.name);
+            return Err(e);
+        }
+        if let Some((index, hash)) = unselected {
+            let mut e = PackError::new(
+                PackCode::RecordUnselected,
+                self.offset,
+                "a record that is not selected, not a TRUST_EVENT and not needed to verify another record",
+            );
+            e.index = Some(index);
+            e.subject = Some(hash);
             return Err(e);
         }
         Ok(PackSummary {

@@ -4,15 +4,16 @@
 //! manifest would otherwise give the change away first, it is rewritten and re-signed
 //! by the same kernel key, so that the rule at stake is the first to fail.
 
-use std::collections::BTreeMap;
+use core::ops::Range;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use verify_core::cbor::Writer;
-use verify_core::{sha256, Hash, Signer, COSE_ALG_EDDSA, COSE_SIGN1_TAG};
+use verify_core::{sha256, Hash, Kind, Selection, Signer, COSE_ALG_EDDSA, COSE_SIGN1_TAG};
 
-use crate::{sample_run, test_key, write_run, Run};
+use crate::{sample_run, test_key, write_run, Chain, Run};
 
 /// One pack vector: a file below `packs/`, the trust anchors, and the expected outcome.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -511,5 +512,389 @@ pub fn generate(dir: &Path) -> Vec<PackVector> {
         },
     );
 
+    partial_vectors(&mut o);
     o.vectors
+}
+
+/// A partial pack of `run` as `plan` says (proofs computed for whatever it lists).
+fn write_plan(run: &Run, plan: &pack_format::PartialPlan, sel: &Selection<'_>) -> Vec<u8> {
+    pack_format::write_partial_plan(
+        &run.records,
+        plan,
+        sel,
+        |h| run.blobs.get(h).cloned(),
+        &BTreeSet::new(),
+        run.kernel.public_key(),
+        |m| run.kernel.sign(m),
+    )
+    .expect("partial pack")
+    .0
+}
+
+fn plan(run: &Run, sel: &Selection<'_>) -> pack_format::PartialPlan {
+    pack_format::plan_partial(&run.records, sel).expect("plan")
+}
+
+/// A record's bytes and its proof item's, as ranges of a segment's data.
+type Unit = (Range<usize>, Range<usize>);
+
+/// A partial pack's units: the index of its only segment's entry, and for each record
+/// its (record, proof item) ranges in the segment's data.
+fn units(e: &[(String, Vec<u8>)]) -> (usize, Vec<Unit>) {
+    let seg = e.iter().position(|(n, _)| n.starts_with("records/")).expect("segment");
+    let data = &e[seg].1;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let r = pack_format::record_len(&data[pos..])
+            .expect("frames")
+            .expect("complete");
+        let mut d = verify_core::cbor::Reader::new(&data[pos + r..]);
+        d.any(4).expect("item");
+        let end = pos + r + d.position();
+        out.push((pos..pos + r, pos + r..end));
+        pos = end;
+    }
+    (seg, out)
+}
+
+fn kind_of(record: &[u8]) -> Kind {
+    verify_core::Record::decode(record).expect("record").kind
+}
+
+/// A log in which the kernel key is rotated, with a cut-off CHECKPOINT, between two
+/// sessions. `old_key_late`: the rotated-away key signs a record of the second session
+/// after the rotation; `old_key_between`: it signs one after its cut-off and before the
+/// rotation. Blobs are not included (the partial packs list them as withheld).
+fn rotation_log(old_key_between: bool, old_key_late: bool) -> Run {
+    use verify_core::body::{self, Effect};
+    use verify_core::{CallKind, EffectStatus, TrustAction, Verdict};
+    let root = test_key("root-1");
+    let k1 = test_key("kernel-1");
+    let k2 = test_key("kernel-2");
+    let policy = sha256(b"rotation example policy");
+    let mut c = Chain::new();
+    c.push(
+        &root,
+        Kind::TrustEvent,
+        body::trust_event(TrustAction::Publish, &k1.public_key(), Some(&["kernel"]), None, None),
+        &[],
+        "",
+    );
+    let call = |c: &mut Chain, k: &Signer, session: &str, n: u32| {
+        let args = sha256(format!("args {session} {n}").as_bytes());
+        let i = c.push(
+            k,
+            Kind::Intent,
+            body::intent("read_file", CallKind::Json, &args),
+            &[],
+            session,
+        );
+        let d = body::decision(Verdict::Allow, "POLICY_ALLOW", &policy, None);
+        let d = c.push(k, Kind::Decision, d, &[i], session);
+        let e = body::effect(&Effect {
+            status: EffectStatus::Succeeded,
+            tool: "read_file",
+            call_kind: CallKind::Json,
+            args,
+            output: sha256(format!("output {session} {n}").as_bytes()),
+            executor: "tool-runner",
+            meters: &[],
+        });
+        c.push(k, Kind::Effect, e, &[d], session);
+    };
+    call(&mut c, &k1, "session-a", 0);
+    call(&mut c, &k1, "session-a", 1);
+    let cut = c.checkpoint(&k1, &[], &[]);
+    if old_key_between {
+        call(&mut c, &k1, "session-b", 9);
+    }
+    c.push(
+        &root,
+        Kind::TrustEvent,
+        body::trust_event(
+            TrustAction::Rotate,
+            &k1.public_key(),
+            Some(&["kernel"]),
+            Some(&k2.public_key()),
+            Some(&cut),
+        ),
+        &[cut],
+        "",
+    );
+    call(&mut c, &k2, "session-b", 0);
+    if old_key_late {
+        call(&mut c, &k1, "session-b", 7);
+    }
+    call(&mut c, &k2, "session-b", 1);
+    c.checkpoint(&k2, &[], &[]);
+    Run {
+        anchors: vec![root.public_key()],
+        records: c.records,
+        blobs: BTreeMap::new(),
+        kernel: k2,
+    }
+}
+
+/// Partial packs (spec/evidencepack.md §9).
+fn partial_vectors(o: &mut Out<'_>) {
+    let run = sample_run(3, 5, 8);
+    let sel = Selection {
+        session: Some("session-000001"),
+        ..Selection::default()
+    };
+    let accept = |p: &[u8]| {
+        let (m, _) = pack_format::Manifest::decode(&entries(p)[0].1).expect("manifest");
+        PackExpectation::Accept {
+            records: m.records,
+            root: hex::encode(m.records_root),
+        }
+    };
+    let session_plan = plan(&run, &sel);
+    let pack = write_plan(&run, &session_plan, &sel);
+    o.add(
+        "valid/partial-session",
+        "L2",
+        "A partial pack of one session (session-000001) of a three-session run: its records, every TRUST_EVENT, the INTENT, permit and POLICY parents of its DECISIONs, APPROVALs and EFFECTs, each with an inclusion proof to the run's last CHECKPOINT, which ends the pack.",
+        ".tar",
+        &pack,
+        accept(&pack),
+    );
+
+    let times: Vec<u64> = run
+        .records
+        .iter()
+        .map(|r| verify_core::Record::decode(r).expect("record").time)
+        .collect();
+    let n = times.len();
+    let range = Selection {
+        since: Some(times[n / 3]),
+        until: Some(times[2 * n / 3]),
+        ..Selection::default()
+    };
+    let range_plan = plan(&run, &range);
+    let ranged = write_plan(&run, &range_plan, &range);
+    o.add(
+        "valid/partial-time-range",
+        "L2",
+        "A partial pack of a kernel-time range across sessions: records before the range that its DECISIONs, APPROVALs and EFFECTs name are carried too, and the CHECKPOINTs inside the range prove their roots with consistency proofs.",
+        ".tar",
+        &ranged,
+        accept(&ranged),
+    );
+
+    let rot = rotation_log(false, false);
+    let sel_b = Selection {
+        session: Some("session-b"),
+        ..Selection::default()
+    };
+    let rotated = write_plan(&rot, &plan(&rot, &sel_b), &sel_b);
+    o.add(
+        "valid/partial-after-rotation",
+        "L2",
+        "A partial pack of a session signed by a kernel key that replaced another by a ROTATE with a cut-off CHECKPOINT: the TRUST_EVENTs and the cut-off are carried, the blobs withheld, and the manifest is signed by the new key.",
+        ".tar",
+        &rotated,
+        accept(&rotated),
+    );
+
+    let e = entries(&pack);
+    let (seg, u) = units(&e);
+    let mut x = e.clone();
+    let item = u[4].1.clone();
+    x[seg].1[item.start + 6] ^= 0x01;
+    o.reject(
+        "invalid/partial-proof-tampered",
+        "L2",
+        "One bit of a hash in the fifth record's inclusion path flipped: the proof no longer leads to the checkpoint's root.",
+        &build(&x),
+        "PACK_PROOF_MISMATCH",
+    );
+
+    let mut x = e.clone();
+    let mi = manifest_index(&x);
+    let other_root = sha256(b"another tree");
+    x[mi].1 = resign_manifest(&x[mi].1, &run.kernel, |m| {
+        if let Some(p) = &mut m.partial {
+            p.tree_root = other_root;
+        }
+    });
+    o.reject(
+        "invalid/partial-other-tree",
+        "L2",
+        "The manifest, validly re-signed, names another tree root than the checkpoint's: the first record's proof does not lead to it.",
+        &build(&x),
+        "PACK_PROOF_MISMATCH",
+    );
+
+    let mut x = e.clone();
+    let item = u[2].1.clone();
+    x[seg].1.drain(item);
+    o.reject(
+        "invalid/partial-proof-missing",
+        "L3",
+        "The third record's proof item removed: the next record's tag stands where the item's array should be.",
+        &build(&x),
+        "PACK_PROOF_INVALID",
+    );
+
+    let mut twice = session_plan.clone();
+    twice.carried.insert(6, twice.carried[6]);
+    o.reject(
+        "invalid/partial-record-twice",
+        "L2",
+        "A record carried twice, with the same valid proof: positions must strictly ascend.",
+        &write_plan(&run, &twice, &sel),
+        "PACK_PROOF_ORDER",
+    );
+
+    let mut moved = range_plan.clone();
+    let k = (1..moved.carried.len())
+        .find(|&k| {
+            kind_of(&run.records[moved.carried[k]]) == Kind::Intent
+                && kind_of(&run.records[moved.carried[k - 1]]) == Kind::Effect
+        })
+        .expect("an INTENT after an EFFECT");
+    moved.carried.swap(k - 1, k);
+    o.reject(
+        "invalid/partial-out-of-order",
+        "L2",
+        "In a time-range pack, an INTENT moved before the EFFECT that precedes it in the log (both with valid proofs): the INTENT passes its own checks, the EFFECT's position is then lower than the previous one.",
+        &write_plan(&run, &moved, &range),
+        "PACK_PROOF_ORDER",
+    );
+
+    let mut extra = session_plan.clone();
+    let stranger = (0..extra.checkpoint)
+        .find(|&i| {
+            let r = verify_core::Record::decode(&run.records[i]).expect("record");
+            r.session == "session-000002" && r.kind == Kind::Intent
+        })
+        .expect("an INTENT of another session");
+    extra.carried.push(stranger);
+    extra.carried.sort_unstable();
+    o.reject(
+        "invalid/partial-record-unselected",
+        "L2",
+        "An INTENT of another session carried with a valid proof (and counted in the re-signed manifest): it is not selected and no carried record needs it.",
+        &write_plan(&run, &extra, &sel),
+        "PACK_RECORD_UNSELECTED",
+    );
+
+    let mut no_te = session_plan.clone();
+    let second_te = no_te
+        .carried
+        .iter()
+        .copied()
+        .filter(|&i| kind_of(&run.records[i]) == Kind::TrustEvent)
+        .nth(1)
+        .expect("two TRUST_EVENTs");
+    no_te.carried.retain(|&i| i != second_te);
+    o.reject(
+        "invalid/partial-trust-event-omitted",
+        "L2",
+        "The root key's second TRUST_EVENT (publishing an approver) left out: the third one skips a sequence number of the anchor's stream.",
+        &write_plan(&run, &no_te, &sel),
+        "SEQUENCE_GAP",
+    );
+
+    let mut no_permit = session_plan.clone();
+    let effect = no_permit
+        .carried
+        .iter()
+        .copied()
+        .find(|&i| kind_of(&run.records[i]) == Kind::Effect)
+        .expect("an EFFECT");
+    let permit = verify_core::Record::decode(&run.records[effect])
+        .expect("record")
+        .parents
+        .iter()
+        .next()
+        .expect("a parent");
+    no_permit.carried.retain(|&i| sha256(&run.records[i]) != permit);
+    o.reject(
+        "invalid/partial-permit-missing",
+        "L2",
+        "An EFFECT carried without its ALLOW: a DECISION's, APPROVAL's or EFFECT's parents must all be carried.",
+        &write_plan(&run, &no_permit, &sel),
+        "PARENT_MISSING",
+    );
+
+    let mut no_end = session_plan.clone();
+    no_end.carried.pop();
+    o.reject(
+        "invalid/partial-no-checkpoint",
+        "L2",
+        "The checkpoint left out: the last record's position is below the tree size.",
+        &write_plan(&run, &no_end, &sel),
+        "PACK_CHECKPOINT_INVALID",
+    );
+
+    let re = entries(&ranged);
+    let (rseg, ru) = units(&re);
+    let size = range_plan.checkpoint as u64;
+    let (_, cons) = ru
+        .iter()
+        .zip(&range_plan.carried)
+        .find(|((r, _), &p)| kind_of(&re[rseg].1[r.clone()]) == Kind::Checkpoint && (p as u64) < size)
+        .map(|((r, i), _)| (r.clone(), i.clone()))
+        .expect("a checkpoint inside the range");
+    let mut x = re.clone();
+    let end = cons.end;
+    x[rseg].1[end - 1] ^= 0x01;
+    o.reject(
+        "invalid/partial-checkpoint-inconsistent",
+        "L2",
+        "A CHECKPOINT inside a time-range pack whose consistency proof has one bit flipped: its root is not proven to be that of the log's records before it.",
+        &build(&x),
+        "CHECKPOINT_ROOT",
+    );
+
+    // The last CHECKPOINT signed by a key nobody published.
+    let stranger_key = test_key("stranger");
+    let mut forged = Run {
+        anchors: run.anchors.clone(),
+        records: run.records.clone(),
+        blobs: run.blobs.clone(),
+        kernel: run.kernel.clone(),
+    };
+    let mut acc = verify_core::MerkleAccumulator::new();
+    forged.records.iter().for_each(|r| {
+        acc.push(&sha256(r));
+    });
+    let last = verify_core::Record::decode(forged.records.last().expect("records")).expect("record");
+    let mut b = verify_core::RecordBuilder::new(
+        Kind::Checkpoint,
+        verify_core::body::checkpoint(forged.records.len() as u64, &acc.root(), &[]),
+    );
+    b.lamport = last.lamport + 1;
+    b.time = last.time + 1000;
+    b.principal = "kernel".into();
+    b.session = String::new();
+    b.seq = 0;
+    forged.records.push(b.sign(&stranger_key));
+    o.reject(
+        "invalid/partial-checkpoint-unknown-signer",
+        "L2",
+        "The checkpoint the proofs lead to is signed by a key no TRUST_EVENT published: every record proves its place in that tree, and the checkpoint itself fails.",
+        &write_plan(&forged, &plan(&forged, &sel), &sel),
+        "KEY_UNKNOWN",
+    );
+
+    let late = rotation_log(false, true);
+    o.reject(
+        "invalid/partial-revoked-signer",
+        "L2",
+        "A log in which the rotated-away kernel key signs a record of session-b after the ROTATE (positions from the proofs put it after the TRUST_EVENT): a partial pack of session-b.",
+        &write_plan(&late, &plan(&late, &sel_b), &sel_b),
+        "KEY_REVOKED",
+    );
+    let between = rotation_log(true, false);
+    o.reject(
+        "invalid/partial-signed-after-cutoff",
+        "L2",
+        "A log in which the old kernel key signs records of session-b after its cut-off CHECKPOINT and before the ROTATE that names it: the partial pack of session-b fails at the ROTATE, by position.",
+        &write_plan(&between, &plan(&between, &sel_b), &sel_b),
+        "REVOCATION_CUTOFF_VIOLATED",
+    );
 }

@@ -65,7 +65,8 @@ pub use cose::{envelope_error, Sign1, COSE_ALG_EDDSA, COSE_SIGN1_TAG};
 pub use ed25519::{verify_signature, KeyError, PublicKey};
 pub use error::{CborError, ErrorCode, VerifyError};
 pub use merkle::{
-    empty_root, leaf_hash, node_hash, verify_inclusion, MerkleAccumulator, MAX_HEIGHT as MERKLE_MAX_HEIGHT,
+    empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion, ConsistencyCheck, InclusionCheck,
+    MerkleAccumulator, MAX_HEIGHT as MERKLE_MAX_HEIGHT,
 };
 pub use record::{
     commitment, sha256, Body, CallKind, EffectStatus, Escalation, Kind, Meters, Parents, Record, SignatureList,
@@ -80,8 +81,8 @@ pub use registry::{
 pub use tables::OwnedTables;
 pub use tables::{Capacity, EscalationSlot, IntentSlot, KeySlot, RecordSlot, StreamSlot, Tables};
 pub use verifier::{
-    approval_challenge, checkpoint_challenge, KeyCache, SetupError, SignatureCheck, Verified, Verifier,
-    APPROVAL_CONTEXT, CHECKPOINT_CONTEXT,
+    approval_challenge, call_digest, checkpoint_challenge, KeyCache, Partial, Selection, SetupError, SignatureCheck,
+    Verified, Verifier, APPROVAL_CONTEXT, CHECKPOINT_CONTEXT,
 };
 
 #[cfg(feature = "sign")]

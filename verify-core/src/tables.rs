@@ -9,27 +9,68 @@ use crate::registry::{MAX_ROLES, MAX_ROLE_LEN};
 use crate::Hash;
 
 /// What the verifier remembers of every record: enough to check later records that
-/// name it as a parent.
+/// name it as a parent. 46 bytes, alignment 1 (byte arrays), so that a million records
+/// take 46 MB and not the 48 that a `u64` field's alignment would round them to.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RecordSlot {
     pub(crate) hash: Hash,
-    pub(crate) lamport: u64,
-    /// INTENT, DECISION, APPROVAL: position in the intent table. CHECKPOINT: its own
-    /// stream position.
-    pub(crate) link: u32,
+    lamport: [u8; 8],
+    /// INTENT, DECISION, APPROVAL, EFFECT: position in the intent table. CHECKPOINT: its
+    /// own place in the record table.
+    link: [u8; 4],
     pub(crate) kind: u8,
-    /// DECISION: the verdict.
+    /// DECISION: the verdict (low bits); partial streams: [`SLOT_EXTRA`], [`SLOT_NEEDED`].
     pub(crate) flags: u8,
 }
 
-/// Lifecycle of one INTENT: its call digest and which decisions it has had.
+/// Partial streams: an accepted record that is not selected, not a TRUST_EVENT and not
+/// the checkpoint (spec/verification.md §10).
+pub(crate) const SLOT_EXTRA: u8 = 0x40;
+/// Partial streams: named as a parent by a DECISION, APPROVAL or EFFECT, or as a cut-off.
+pub(crate) const SLOT_NEEDED: u8 = 0x80;
+
+impl RecordSlot {
+    pub(crate) fn new(hash: Hash, lamport: u64, link: u32, kind: u8, flags: u8) -> RecordSlot {
+        RecordSlot {
+            hash,
+            lamport: lamport.to_le_bytes(),
+            link: link.to_le_bytes(),
+            kind,
+            flags,
+        }
+    }
+
+    pub(crate) fn lamport(&self) -> u64 {
+        u64::from_le_bytes(self.lamport)
+    }
+
+    pub(crate) fn link(&self) -> u32 {
+        u32::from_le_bytes(self.link)
+    }
+
+    /// A DECISION's verdict (the flags' low bits).
+    pub(crate) fn verdict(&self) -> u8 {
+        self.flags & 0x0f
+    }
+}
+
+/// Lifecycle of one INTENT: which decisions it has had. (Its call digest, which its
+/// EFFECT must match, is in [`Tables::digests`].)
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IntentSlot {
-    /// SHA-256 over the tool, call kind and argument commitment.
-    pub(crate) digest: Hash,
     /// 1 + position in the escalation table, or 0.
-    pub(crate) escalation: u32,
+    escalation: [u8; 4],
     pub(crate) flags: u8,
+}
+
+impl IntentSlot {
+    pub(crate) fn escalation(&self) -> u32 {
+        u32::from_le_bytes(self.escalation)
+    }
+
+    pub(crate) fn set_escalation(&mut self, e: u32) {
+        self.escalation = e.to_le_bytes();
+    }
 }
 
 pub(crate) const INTENT_FINAL: u8 = 1; // an ALLOW or DENY was recorded
@@ -85,9 +126,9 @@ pub struct StreamSlot {
 /// Memory for one verification, borrowed from the caller.
 ///
 /// Sizing: `records` one slot per record; `index` at least 8/7 of `records` (an open
-/// addressing table over record hashes); `intents` one per INTENT; `escalations` one per
-/// ESCALATE; `keys` anchors plus published keys; `streams` at least 8/7 of the number
-/// of (signer, session) pairs.
+/// addressing table over record hashes); `intents` and `digests` one per INTENT;
+/// `escalations` one per ESCALATE; `keys` anchors plus published keys; `streams` at least
+/// 8/7 of the number of (signer, session) pairs.
 #[derive(Debug)]
 pub struct Tables<'t> {
     /// One slot per record, in stream order.
@@ -96,6 +137,10 @@ pub struct Tables<'t> {
     pub index: &'t mut [u32],
     /// One slot per INTENT.
     pub intents: &'t mut [IntentSlot],
+    /// One per INTENT: SHA-256 over its tool, call kind and argument commitment
+    /// ([`crate::call_digest`]), which its EFFECT must match. Empty only for a verifier
+    /// made with [`crate::Verifier::new_deferring_effect_match`].
+    pub digests: &'t mut [Hash],
     /// One slot per ESCALATE.
     pub escalations: &'t mut [EscalationSlot],
     /// Trust registry.
@@ -111,6 +156,7 @@ pub struct OwnedTables {
     records: alloc::vec::Vec<RecordSlot>,
     index: alloc::vec::Vec<u32>,
     intents: alloc::vec::Vec<IntentSlot>,
+    digests: alloc::vec::Vec<Hash>,
     escalations: alloc::vec::Vec<EscalationSlot>,
     keys: alloc::vec::Vec<KeySlot>,
     streams: alloc::vec::Vec<StreamSlot>,
@@ -148,20 +194,36 @@ impl Capacity {
 impl OwnedTables {
     /// Allocates tables of the given capacities.
     pub fn new(c: Capacity) -> OwnedTables {
+        Self::allocate(c, true)
+    }
+
+    /// Tables without call digests, for [`crate::Verifier::new_deferring_effect_match`]
+    /// (32 bytes less per INTENT).
+    pub fn without_digests(c: Capacity) -> OwnedTables {
+        Self::allocate(c, false)
+    }
+
+    fn allocate(c: Capacity, digests: bool) -> OwnedTables {
         let index_len = (c.records.saturating_mul(8) / 7).saturating_add(1);
         let streams_len = (c.streams.saturating_mul(8) / 7).saturating_add(1);
         OwnedTables {
             records: alloc::vec![RecordSlot::default(); c.records],
             index: alloc::vec![0; index_len],
             intents: alloc::vec![IntentSlot::default(); c.intents],
+            digests: alloc::vec![[0; 32]; if digests { c.intents } else { 0 }],
             escalations: alloc::vec![EscalationSlot::default(); c.escalations],
             keys: alloc::vec![KeySlot::default(); c.keys],
             streams: alloc::vec![StreamSlot::default(); streams_len],
         }
     }
 
-    /// Bytes the tables for `c` take.
+    /// Bytes the tables for `c` take ([`OwnedTables::new`]).
     pub fn bytes_for(c: Capacity) -> u64 {
+        Self::bytes_for_tables(c, true)
+    }
+
+    /// Bytes the tables for `c` take, with or without call digests.
+    pub fn bytes_for_tables(c: Capacity, digests: bool) -> u64 {
         use core::mem::size_of;
         let index = c.records.saturating_mul(8) / 7;
         let streams = c.streams.saturating_mul(8) / 7;
@@ -169,6 +231,11 @@ impl OwnedTables {
             c.records.saturating_mul(size_of::<RecordSlot>()),
             index.saturating_mul(size_of::<u32>()),
             c.intents.saturating_mul(size_of::<IntentSlot>()),
+            if digests {
+                c.intents.saturating_mul(size_of::<Hash>())
+            } else {
+                0
+            },
             c.escalations.saturating_mul(size_of::<EscalationSlot>()),
             c.keys.saturating_mul(size_of::<KeySlot>()),
             streams.saturating_mul(size_of::<StreamSlot>()),
@@ -184,6 +251,7 @@ impl OwnedTables {
             records: &mut self.records,
             index: &mut self.index,
             intents: &mut self.intents,
+            digests: &mut self.digests,
             escalations: &mut self.escalations,
             keys: &mut self.keys,
             streams: &mut self.streams,

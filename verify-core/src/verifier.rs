@@ -158,6 +158,92 @@ impl Verified {
     }
 }
 
+/// Which records a partial pack selects (spec/evidencepack.md §9.1): a session and/or
+/// kernel-time bounds (inclusive). A record is selected when it meets every given part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection<'a> {
+    /// Records of this session only (`""` is the kernel scope).
+    pub session: Option<&'a str>,
+    /// Records with kernel time at or after this (ms).
+    pub since: Option<u64>,
+    /// Records with kernel time at or before this (ms).
+    pub until: Option<u64>,
+}
+
+impl Selection<'_> {
+    /// Whether `rec` is selected.
+    pub fn matches(&self, rec: &Record<'_>) -> bool {
+        self.session.is_none_or(|s| s == rec.session)
+            && self.since.is_none_or(|t| rec.time >= t)
+            && self.until.is_none_or(|t| rec.time <= t)
+    }
+
+    /// Whether nothing is selected by any criterion (such a selection is not a partial
+    /// pack's).
+    pub fn is_empty(&self) -> bool {
+        self.session.is_none() && self.since.is_none() && self.until.is_none()
+    }
+
+    /// A selection by session alone: every record of that session before the checkpoint
+    /// is carried, so its streams are checked for gaps (spec/verification.md §10, S8).
+    pub fn session_only(&self) -> Option<&str> {
+        self.session.filter(|_| self.since.is_none() && self.until.is_none())
+    }
+}
+
+/// What a partial stream is proven against (spec/verification.md §10): the checkpoint's
+/// position (its count) and root, and the selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partial<'a> {
+    /// T: the checkpoint's count, which is its position in the log.
+    pub tree_size: u64,
+    /// R: the checkpoint's root.
+    pub tree_root: Hash,
+    /// What the pack selects.
+    pub selection: Selection<'a>,
+}
+
+/// Longest session name (spec/record-format.md, payload key 6).
+const MAX_SESSION: usize = 256;
+
+/// A partial stream's parameters, kept inline (the verifier borrows nothing else).
+#[derive(Clone, Copy, Debug)]
+struct PartialState {
+    tree_size: u64,
+    tree_root: Hash,
+    session: [u8; MAX_SESSION],
+    session_len: usize,
+    has_session: bool,
+    since: Option<u64>,
+    until: Option<u64>,
+}
+
+impl PartialState {
+    fn session(&self) -> Option<&[u8]> {
+        self.has_session.then(|| self.session.get(..self.session_len)).flatten()
+    }
+
+    fn selects(&self, rec: &Record<'_>) -> bool {
+        self.session().is_none_or(|s| s == rec.session.as_bytes())
+            && self.since.is_none_or(|t| rec.time >= t)
+            && self.until.is_none_or(|t| rec.time <= t)
+    }
+
+    /// A stream checked for gaps: the selected session's, for a selection by session alone.
+    fn strict_session(&self, session: &str) -> bool {
+        self.since.is_none() && self.until.is_none() && self.session() == Some(session.as_bytes())
+    }
+}
+
+/// Where a record of a partial stream is (spec/verification.md §10).
+#[derive(Clone, Copy, Debug)]
+struct At {
+    position: u64,
+    /// For a CHECKPOINT below the tree size: its root is proven (by a consistency
+    /// proof, or as the empty root at count 0).
+    root_proven: bool,
+}
+
 /// The streaming verifier. See the crate docs for an example.
 #[derive(Debug)]
 pub struct Verifier<'t> {
@@ -171,6 +257,13 @@ pub struct Verifier<'t> {
     summary: Verified,
     failed: Option<VerifyError>,
     last_key: usize,
+    /// E4 is left to the caller (see [`Verifier::new_deferring_effect_match`]).
+    defer_effect_match: bool,
+    /// The intent the last accepted INTENT, DECISION, APPROVAL or EFFECT belongs to.
+    last_intent: Option<u32>,
+    partial: Option<PartialState>,
+    /// Partial streams: the position of the last accepted record.
+    last_position: Option<u64>,
 }
 
 type Fail = (ErrorCode, &'static str);
@@ -183,7 +276,10 @@ fn h32(parts: &[&[u8]]) -> Hash {
     h.finalize().into()
 }
 
-fn call_digest(tool: &str, call_kind: CallKind, args: &Hash) -> Hash {
+/// SHA-256 over an INTENT's or EFFECT's tool, call kind and argument commitment: an
+/// EFFECT matches its INTENT (spec/verification.md E4) exactly when the two digests are
+/// equal.
+pub fn call_digest(tool: &str, call_kind: CallKind, args: &Hash) -> Hash {
     let len = (tool.len() as u32).to_be_bytes();
     h32(&[&len, tool.as_bytes(), &[call_kind as u8], args])
 }
@@ -192,6 +288,23 @@ impl<'t> Verifier<'t> {
     /// A verifier trusting `anchors` (raw Ed25519 keys, supplied out of band), working
     /// in `tables`. Anchors may sign only TRUST_EVENTs.
     pub fn new(anchors: &[[u8; 32]], tables: Tables<'t>) -> Result<Verifier<'t>, SetupError> {
+        Self::setup(anchors, tables, false)
+    }
+
+    /// A verifier that checks every rule except E4 (an EFFECT's tool, call kind and
+    /// argument commitment equal to its INTENT's), and so needs no call digests
+    /// (`tables.digests` may be empty): 32 bytes less per INTENT.
+    ///
+    /// **The caller MUST check E4 itself**, in a second pass over the same records: for
+    /// every accepted EFFECT, [`Verifier::last_intent`] names (right after its push) the
+    /// INTENT whose [`call_digest`] it must equal, and the first EFFECT that does not is
+    /// the stream's `EFFECT_MISMATCH` (unless an earlier record failed). pack-format's
+    /// two-pass verification of seekable packs does this.
+    pub fn new_deferring_effect_match(anchors: &[[u8; 32]], tables: Tables<'t>) -> Result<Verifier<'t>, SetupError> {
+        Self::setup(anchors, tables, true)
+    }
+
+    fn setup(anchors: &[[u8; 32]], tables: Tables<'t>, defer_effect_match: bool) -> Result<Verifier<'t>, SetupError> {
         let t = tables;
         if t.records.is_empty() || t.index.is_empty() || t.streams.is_empty() || anchors.len() > t.keys.len() {
             return Err(SetupError::TablesTooSmall);
@@ -231,7 +344,68 @@ impl<'t> Verifier<'t> {
             },
             failed: None,
             last_key: 0,
+            defer_effect_match,
+            last_intent: None,
+            partial: None,
+            last_position: None,
         })
+    }
+
+    /// Makes this a verifier of a partial stream (spec/verification.md §10), before its
+    /// first record: records are then pushed with [`Verifier::push_at`], each at its
+    /// proven position. Fails (changing nothing) after a record was pushed, or for a
+    /// session name longer than 256 bytes.
+    pub fn set_partial(&mut self, p: &Partial<'_>) -> Result<(), SetupError> {
+        if self.count != 0 || self.failed.is_some() {
+            return Err(SetupError::TablesTooSmall);
+        }
+        let mut session = [0u8; MAX_SESSION];
+        let name = p.selection.session.unwrap_or("").as_bytes();
+        match session.get_mut(..name.len()) {
+            Some(dst) => dst.copy_from_slice(name),
+            None => return Err(SetupError::TablesTooSmall),
+        }
+        self.partial = Some(PartialState {
+            tree_size: p.tree_size,
+            tree_root: p.tree_root,
+            session,
+            session_len: name.len(),
+            has_session: p.selection.session.is_some(),
+            since: p.selection.since,
+            until: p.selection.until,
+        });
+        Ok(())
+    }
+
+    /// Whether this verifies a partial stream.
+    pub fn is_partial(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    /// Partial streams: the position of the last accepted record.
+    pub fn last_position(&self) -> Option<u64> {
+        self.last_position
+    }
+
+    /// Partial streams: the first accepted record (its place in the pack and its hash)
+    /// that is not selected, not a TRUST_EVENT, not the checkpoint, and not named as a
+    /// parent by an accepted DECISION, APPROVAL or EFFECT or as a cut-off by an accepted
+    /// TRUST_EVENT (spec/evidencepack.md §9.4, `PACK_RECORD_UNSELECTED`).
+    pub fn unselected(&self) -> Option<(u64, Hash)> {
+        self.t
+            .records
+            .iter()
+            .take(usize::try_from(self.count).unwrap_or(usize::MAX))
+            .enumerate()
+            .find(|(_, r)| r.flags & (SLOT_EXTRA | SLOT_NEEDED) == SLOT_EXTRA)
+            .map(|(i, r)| (i as u64, r.hash))
+    }
+
+    /// The intent table position of the INTENT the last accepted record belongs to (an
+    /// INTENT itself, a DECISION's, an APPROVAL's, or an EFFECT's permitted INTENT);
+    /// `None` for other kinds. INTENTs are numbered from 0 in stream order.
+    pub fn last_intent(&self) -> Option<u32> {
+        self.last_intent
     }
 
     /// Number of records accepted so far.
@@ -272,10 +446,49 @@ impl<'t> Verifier<'t> {
         bytes: &'b [u8],
         check: Option<&SignatureCheck>,
     ) -> Result<Record<'b>, VerifyError> {
+        self.push_inner(bytes, check, None)
+    }
+
+    /// Partial streams ([`Verifier::set_partial`]): verifies the next record at its
+    /// `position` in the log, which the caller has proven (an inclusion proof to the
+    /// tree root, spec/evidencepack.md §9.4) and which must be greater than the last
+    /// one's. `root_proven` matters for a CHECKPOINT below the tree size only: whether
+    /// its root is proven (a consistency proof to the tree root, or the empty root at
+    /// count 0). On a verifier that is not partial this fails.
+    pub fn push_at<'b>(
+        &mut self,
+        bytes: &'b [u8],
+        position: u64,
+        root_proven: bool,
+        check: Option<&SignatureCheck>,
+    ) -> Result<Record<'b>, VerifyError> {
+        self.push_inner(bytes, check, Some(At { position, root_proven }))
+    }
+
+    fn push_inner<'b>(
+        &mut self,
+        bytes: &'b [u8],
+        check: Option<&SignatureCheck>,
+        at: Option<At>,
+    ) -> Result<Record<'b>, VerifyError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
         let index = self.count;
+        let misuse = match (self.partial.is_some(), at) {
+            (true, None) => Some("a partial verifier needs each record's position (push_at)"),
+            (false, Some(_)) => Some("push_at on a verifier that is not partial (set_partial)"),
+            (true, Some(at)) if self.last_position.is_some_and(|p| at.position <= p) => {
+                Some("positions of a partial stream must ascend")
+            }
+            _ => None,
+        };
+        if let Some(detail) = misuse {
+            // A caller error, not a verdict on the record: fail closed all the same.
+            let e = VerifyError::new(ErrorCode::CapacityExceeded, index, None, detail);
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
         let result = Record::decode(bytes)
             .map_err(|code| {
                 VerifyError::new(
@@ -287,7 +500,7 @@ impl<'t> Verifier<'t> {
             })
             .and_then(|rec| {
                 let pre = check.filter(|c| c.hash == rec.hash).map(|c| c.valid);
-                self.check_and_apply(&rec, pre).map(|()| rec)
+                self.check_and_apply(&rec, pre, at).map(|()| rec)
             });
         match result {
             Ok(rec) => Ok(rec),
@@ -366,11 +579,22 @@ impl<'t> Verifier<'t> {
         self.t.records.get(pos as usize)
     }
 
+    fn mark_needed(&mut self, pos: u32) {
+        if let Some(s) = self.t.records.get_mut(pos as usize) {
+            s.flags |= SLOT_NEEDED;
+        }
+    }
+
     fn capacity(&self, rec: &Record<'_>, what: &'static str) -> VerifyError {
         self.err(rec, (ErrorCode::CapacityExceeded, what))
     }
 
-    fn check_and_apply(&mut self, rec: &Record<'_>, signature_valid: Option<bool>) -> Result<(), VerifyError> {
+    fn check_and_apply(
+        &mut self,
+        rec: &Record<'_>,
+        signature_valid: Option<bool>,
+        at: Option<At>,
+    ) -> Result<(), VerifyError> {
         let index = self.count;
         let pos = u32::try_from(index)
             .ok()
@@ -422,8 +646,18 @@ impl<'t> Verifier<'t> {
         if self.lookup(&rec.hash).is_some() {
             return Err(self.err(rec, (ErrorCode::DuplicateRecord, "the same record appears earlier")));
         }
+        // Partial streams: only a DECISION's, APPROVAL's or EFFECT's parents must all be
+        // carried; other kinds' absent parents are not judged (spec/verification.md §10).
+        let lifecycle = matches!(rec.kind, Kind::Decision | Kind::Approval | Kind::Effect);
         for parent in rec.parents.iter() {
-            let Some(p) = self.lookup(&parent).and_then(|p| self.slot(p)) else {
+            let found = self.lookup(&parent);
+            if let (Some(p), true, true) = (found, self.partial.is_some(), lifecycle) {
+                self.mark_needed(p);
+            }
+            if found.is_none() && self.partial.is_some() && !lifecycle {
+                continue;
+            }
+            let Some(p) = found.and_then(|p| self.slot(p)) else {
                 return Err(self
                     .err(
                         rec,
@@ -431,7 +665,7 @@ impl<'t> Verifier<'t> {
                     )
                     .related(parent));
             };
-            if rec.lamport <= p.lamport {
+            if rec.lamport <= p.lamport() {
                 return Err(self
                     .err(
                         rec,
@@ -441,7 +675,7 @@ impl<'t> Verifier<'t> {
                         ),
                     )
                     .related(parent)
-                    .numbers(p.lamport.saturating_add(1), rec.lamport));
+                    .numbers(p.lamport().saturating_add(1), rec.lamport));
             }
         }
         if key.last_signed != 0 && rec.time < key.last_time {
@@ -464,7 +698,12 @@ impl<'t> Verifier<'t> {
             .ok_or_else(|| self.capacity(rec, "stream table is full"))?;
         let stream = self.t.streams.get(si).copied().unwrap_or_default();
         let expected = if stream.used { stream.next_seq } else { 0 };
-        if rec.seq > expected {
+        // Partial streams: a gap is an error only in a stream whose records are all carried.
+        let strict = match &self.partial {
+            None => true,
+            Some(p) => key.anchor || p.strict_session(rec.session),
+        };
+        if rec.seq > expected && strict {
             return Err(self
                 .err(
                     rec,
@@ -494,17 +733,21 @@ impl<'t> Verifier<'t> {
         }
 
         // Rules 5, 2 (trust events) and 6: kind-specific checks; returns the slot link.
-        let (link, flags) = self.check_kind(rec, pos)?;
+        let (link, mut flags) = self.check_kind(rec, pos, at)?;
 
         // Everything holds: remember the record.
+        if let (Some(p), Some(at)) = (&self.partial, at) {
+            if !p.selects(rec) && rec.kind != Kind::TrustEvent && at.position != p.tree_size {
+                flags |= SLOT_EXTRA;
+            }
+            self.last_position = Some(at.position);
+        }
+        self.last_intent = match rec.kind {
+            Kind::Intent | Kind::Decision | Kind::Approval | Kind::Effect => Some(link),
+            _ => None,
+        };
         if let Some(s) = self.t.records.get_mut(pos as usize) {
-            *s = RecordSlot {
-                hash: rec.hash,
-                lamport: rec.lamport,
-                link,
-                kind: rec.kind as u8,
-                flags,
-            };
+            *s = RecordSlot::new(rec.hash, rec.lamport, link, rec.kind as u8, flags);
         }
         let len = self.t.index.len();
         let mut b = bucket(&rec.hash, len);
@@ -564,18 +807,19 @@ impl<'t> Verifier<'t> {
         None
     }
 
-    fn check_kind(&mut self, rec: &Record<'_>, pos: u32) -> Result<(u32, u8), VerifyError> {
+    fn check_kind(&mut self, rec: &Record<'_>, pos: u32, at: Option<At>) -> Result<(u32, u8), VerifyError> {
         match rec.body {
             Body::Intent { tool, call_kind, args } => {
                 let i = self.intents;
-                let slot = IntentSlot {
-                    digest: call_digest(tool, call_kind, &args),
-                    escalation: 0,
-                    flags: 0,
-                };
                 match self.t.intents.get_mut(i as usize) {
-                    Some(s) => *s = slot,
+                    Some(s) => *s = IntentSlot::default(),
                     None => return Err(self.capacity(rec, "intent table is full")),
+                }
+                if !self.defer_effect_match {
+                    match self.t.digests.get_mut(i as usize) {
+                        Some(d) => *d = call_digest(tool, call_kind, &args),
+                        None => return Err(self.capacity(rec, "call digest table is full")),
+                    }
                 }
                 self.intents = self.intents.saturating_add(1);
                 Ok((i, 0))
@@ -602,7 +846,10 @@ impl<'t> Verifier<'t> {
                 root,
                 cosignatures,
             } => {
-                if count != self.count {
+                // K1: the number of records before it is its position (in a partial
+                // stream, the proven position in the log).
+                let position = at.map_or(self.count, |a| a.position);
+                if count != position {
                     return Err(self
                         .err(
                             rec,
@@ -611,9 +858,16 @@ impl<'t> Verifier<'t> {
                                 "count is not the number of records before it",
                             ),
                         )
-                        .numbers(self.count, count));
+                        .numbers(position, count));
                 }
-                if root != self.merkle.root() {
+                // K2: the root, computed here, or in a partial stream proven against the
+                // tree root (the checkpoint's own root is the tree root).
+                let root_ok = match (&self.partial, at) {
+                    (Some(p), Some(a)) if a.position == p.tree_size => root == p.tree_root,
+                    (Some(_), Some(a)) => a.root_proven,
+                    _ => root == self.merkle.root(),
+                };
+                if !root_ok {
                     return Err(self.err(
                         rec,
                         (
@@ -668,12 +922,12 @@ impl<'t> Verifier<'t> {
             match Kind::from_u64(u64::from(p.kind)) {
                 Some(Kind::Intent) => {
                     intents = intents.saturating_add(1);
-                    intent = Some(p.link);
+                    intent = Some(p.link());
                 }
                 Some(Kind::Decision)
-                    if p.flags == Verdict::Escalate as u8 && verdict == Verdict::Deny && escalate.is_none() =>
+                    if p.verdict() == Verdict::Escalate as u8 && verdict == Verdict::Deny && escalate.is_none() =>
                 {
-                    escalate = Some(p.link);
+                    escalate = Some(p.link());
                 }
                 Some(Kind::Policy) => {}
                 _ => {
@@ -734,7 +988,11 @@ impl<'t> Verifier<'t> {
             Verdict::Allow => flags |= INTENT_FINAL | INTENT_ALLOWED,
             Verdict::Deny => {
                 flags |= INTENT_FINAL;
-                if let Some(e) = self.t.escalations.get_mut((islot.escalation as usize).wrapping_sub(1)) {
+                if let Some(e) = self
+                    .t
+                    .escalations
+                    .get_mut((islot.escalation() as usize).wrapping_sub(1))
+                {
                     e.resolved = true;
                 }
             }
@@ -763,7 +1021,7 @@ impl<'t> Verifier<'t> {
                 self.escalations = self.escalations.saturating_add(1);
                 flags |= INTENT_ESCALATED;
                 if let Some(s) = self.t.intents.get_mut(ii as usize) {
-                    s.escalation = ei.saturating_add(1);
+                    s.set_escalation(ei.saturating_add(1));
                 }
             }
         }
@@ -792,12 +1050,12 @@ impl<'t> Verifier<'t> {
             .lookup(&parent)
             .and_then(|p| self.slot(p).copied())
             .unwrap_or_default();
-        if p.kind != Kind::Decision as u8 || p.flags != Verdict::Escalate as u8 {
+        if p.kind != Kind::Decision as u8 || p.verdict() != Verdict::Escalate as u8 {
             return Err(self
                 .err(rec, (ErrorCode::ApprovalInvalid, "the parent is not an ESCALATE"))
                 .related(parent));
         }
-        let ii = p.link;
+        let ii = p.link();
         let islot = self.t.intents.get(ii as usize).copied().unwrap_or_default();
         if islot.flags & (INTENT_APPROVED | INTENT_FINAL) != 0 {
             return Err(self.err(
@@ -811,7 +1069,7 @@ impl<'t> Verifier<'t> {
         let esc = self
             .t
             .escalations
-            .get((islot.escalation as usize).wrapping_sub(1))
+            .get((islot.escalation() as usize).wrapping_sub(1))
             .copied()
             .unwrap_or_default();
         if rec.time < esc.not_before {
@@ -859,7 +1117,11 @@ impl<'t> Verifier<'t> {
         if let Some(s) = self.t.intents.get_mut(ii as usize) {
             s.flags |= INTENT_APPROVED;
         }
-        if let Some(e) = self.t.escalations.get_mut((islot.escalation as usize).wrapping_sub(1)) {
+        if let Some(e) = self
+            .t
+            .escalations
+            .get_mut((islot.escalation() as usize).wrapping_sub(1))
+        {
             e.resolved = true;
         }
         Ok((ii, 0))
@@ -873,22 +1135,22 @@ impl<'t> Verifier<'t> {
                 continue;
             };
             match Kind::from_u64(u64::from(p.kind)) {
-                Some(Kind::Decision) if p.flags == Verdict::Deny as u8 => {
+                Some(Kind::Decision) if p.verdict() == Verdict::Deny as u8 => {
                     return Err(self
                         .err(rec, (ErrorCode::EffectForDeny, "an EFFECT names a DENY as its permit"))
                         .related(parent));
                 }
-                Some(Kind::Decision) if p.flags == Verdict::Allow as u8 => {
+                Some(Kind::Decision) if p.verdict() == Verdict::Allow as u8 => {
                     allows = allows.saturating_add(1);
-                    allow = Some(p.link);
+                    allow = Some(p.link());
                 }
                 Some(Kind::Decision) => {
                     escalates = escalates.saturating_add(1);
-                    escalate = Some(p.link);
+                    escalate = Some(p.link());
                 }
                 Some(Kind::Approval) => {
                     approvals = approvals.saturating_add(1);
-                    approval = Some(p.link);
+                    approval = Some(p.link());
                 }
                 Some(Kind::Attestation) => {}
                 _ => {
@@ -922,7 +1184,8 @@ impl<'t> Verifier<'t> {
         if islot.flags & INTENT_EFFECT != 0 {
             return Err(self.err(rec, (ErrorCode::PermitAlreadyUsed, "the permit already has an EFFECT")));
         }
-        if islot.digest != digest {
+        let mismatch = !self.defer_effect_match && self.t.digests.get(ii as usize).is_none_or(|d| *d != digest);
+        if mismatch {
             return Err(self.err(
                 rec,
                 (
@@ -972,7 +1235,14 @@ impl<'t> Verifier<'t> {
                     Some(c) => {
                         let cp = self.lookup(&c).and_then(|p| self.slot(p).copied());
                         match cp {
-                            Some(s) if s.kind == Kind::Checkpoint as u8 => u64::from(s.link) + 1,
+                            Some(s) if s.kind == Kind::Checkpoint as u8 => {
+                                if self.partial.is_some() {
+                                    if let Some(p) = self.lookup(&c) {
+                                        self.mark_needed(p);
+                                    }
+                                }
+                                u64::from(s.link()) + 1
+                            }
                             _ => return invalid(self, "cut-off is not an earlier CHECKPOINT"),
                         }
                     }

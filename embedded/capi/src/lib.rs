@@ -250,6 +250,7 @@ struct Plan {
     records: usize,
     index: usize,
     intents: usize,
+    digests: usize,
     escalations: usize,
     keys: usize,
     streams: usize,
@@ -273,6 +274,7 @@ fn plan(c: &HelmCapacity) -> Option<Plan> {
     let (layout, records) = layout.extend(Layout::array::<RecordSlot>(c.records).ok()?).ok()?;
     let (layout, index) = layout.extend(Layout::array::<u32>(index_len).ok()?).ok()?;
     let (layout, intents) = layout.extend(Layout::array::<IntentSlot>(c.intents).ok()?).ok()?;
+    let (layout, digests) = layout.extend(Layout::array::<[u8; 32]>(c.intents).ok()?).ok()?;
     let (layout, escalations) = layout
         .extend(Layout::array::<EscalationSlot>(c.escalations).ok()?)
         .ok()?;
@@ -292,6 +294,7 @@ fn plan(c: &HelmCapacity) -> Option<Plan> {
         records,
         index,
         intents,
+        digests,
         escalations,
         keys,
         streams,
@@ -505,6 +508,7 @@ pub unsafe extern "C" fn helm_verifier_init(
                 records: table(start.add(plan.records), capacity.records),
                 index: table(start.add(plan.index), plan.index_len),
                 intents: table(start.add(plan.intents), capacity.intents),
+                digests: table(start.add(plan.digests), capacity.intents),
                 escalations: table(start.add(plan.escalations), capacity.escalations),
                 keys: table(start.add(plan.keys), capacity.keys),
                 streams: table(start.add(plan.streams), plan.streams_len),

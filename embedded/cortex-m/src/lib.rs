@@ -144,9 +144,10 @@ fn make_reader(out: &mut Out) -> PackReader<'static> {
         let _ = writeln!(out, "VERDICT error the static tables were already taken");
         exit(false);
     };
-    let (Some(record), Some(blobs)) = (
+    let (Some(record), Some(blobs), Some(digests)) = (
         cortex_m::singleton!(: [u8; RECORD_BUFFER] = [0; RECORD_BUFFER]),
         cortex_m::singleton!(: [BlobSlot; BLOBS] = [BlobSlot::default(); BLOBS]),
+        cortex_m::singleton!(: [[u8; 32]; INTENTS] = [[0; 32]; INTENTS]),
     ) else {
         let _ = writeln!(out, "VERDICT error the static buffers were already taken");
         exit(false);
@@ -155,6 +156,7 @@ fn make_reader(out: &mut Out) -> PackReader<'static> {
         records,
         index,
         intents,
+        digests,
         escalations,
         keys,
         streams,

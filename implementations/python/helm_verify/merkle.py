@@ -48,3 +48,57 @@ class MerkleAccumulator:
         for _, left in reversed(self.stack[:-1]):
             acc = node_hash(left, acc)
         return acc
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, path: list, root: bytes) -> bool:
+    """RFC 9162 §2.1.3.2: is the leaf hash ``leaf`` at ``index`` in the tree of ``size``
+    leaves with root ``root``?"""
+    if index >= size:
+        return False
+    fn, sn = index, size - 1
+    r = leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(first: int, first_root: bytes, second: int, second_root: bytes, path: list) -> bool:
+    """RFC 9162 §2.1.4.2, for 0 < first < second."""
+    if not 0 < first < second:
+        return False
+    path = list(path)
+    if first & (first - 1) == 0:  # an exact power of 2
+        path.insert(0, first_root)
+    if not path:
+        return False
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == first_root and sr == second_root and sn == 0

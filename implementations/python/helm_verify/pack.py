@@ -7,18 +7,19 @@ from dataclasses import dataclass
 
 from . import ed25519
 from . import registries as R
-from .cbor import Decoder, is_array, is_bytes, is_text, is_uint
+from .cbor import Decoder, is_array, is_bytes, is_map, is_text, is_uint
 from .errors import DecodeError, VerifyError
-from .merkle import mth
-from .record import decode_envelope, decode_protected, sig_structure, walk_payload
+from .merkle import EMPTY_ROOT, leaf_hash, mth, verify_consistency, verify_inclusion
+from .record import decode_envelope, decode_protected, decode_record, sig_structure, walk_payload
 from .transport import open_source
-from .verifier import Verifier
+from .verifier import Partial, Verifier
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 MANIFEST_MAX = 1024
 SEGMENT_RECORDS = 16384
 MAX_RECORD = 65536
+MAX_PROOF_HASHES = 64
 
 _NAME_CHARS = re.compile(rb"\A[a-z0-9._/-]{1,100}\Z")
 _BLOB_NAME = re.compile(rb"\Ablobs/sha256/([0-9a-f]{64})\Z")
@@ -173,6 +174,66 @@ def frame_record(buf: bytes, pos: int, avail: int, seg_end: int) -> int:
     return pos + n
 
 
+# ------------------------------------------------------------------ proof items
+
+def parse_item(buf: bytes, pos: int, avail: int, seg_end: int):
+    """A partial pack's proof item at ``pos`` (evidencepack.md §9.3), checked byte by
+    byte: returns (end, (index, inclusion, consistency)). The first byte that cannot
+    continue the item is PACK_PROOF_INVALID; the segment's end inside the item is
+    PACK_SEGMENT_INVALID; _NeedMore if the archive was cut short before."""
+
+    def byte():
+        nonlocal pos
+        if pos >= seg_end:
+            raise pack_error("PACK_SEGMENT_INVALID", "a proof item crosses the segment end")
+        if pos >= avail:
+            raise _NeedMore()
+        b = buf[pos]
+        pos += 1
+        return b
+
+    def bad(why):
+        return pack_error("PACK_PROOF_INVALID", why)
+
+    def head(major):
+        b = byte()
+        if b >> 5 != major:
+            raise bad("major type")
+        ai = b & 0x1F
+        if ai < 24:
+            return ai
+        if ai > 27:
+            raise bad("additional information")
+        n = 1 << (ai - 24)
+        v = 0
+        for _ in range(n):
+            v = (v << 8) | byte()
+        if v < (24, 0x100, 0x10000, 0x100000000)[ai - 24]:
+            raise bad("not the shortest head")
+        return v
+
+    def path():
+        n = head(4)
+        if n > MAX_PROOF_HASHES:
+            raise bad("more than 64 hashes")
+        out = []
+        for _ in range(n):
+            if byte() != 0x58 or byte() != 0x20:
+                raise bad("a path element is not a 32-byte byte string")
+            h = bytearray()
+            for _ in range(32):
+                h.append(byte())
+            out.append(bytes(h))
+        return out
+
+    if byte() != 0x83:
+        raise bad("not an array of 3")
+    index = head(0)
+    inclusion = path()
+    consistency = path()
+    return pos, (index, inclusion, consistency)
+
+
 # ------------------------------------------------------------------ manifest
 
 @dataclass
@@ -188,7 +249,7 @@ def decode_manifest(data: bytes) -> Manifest:
     try:
         env = decode_envelope(data, check_size=False)
         kid = decode_protected(env.protected)
-        m = walk_payload(env.payload, 12)
+        m = walk_payload(env.payload, 15)
     except DecodeError as e:
         raise pack_error("PACK_MANIFEST_INVALID", e.code)
 
@@ -200,8 +261,29 @@ def decode_manifest(data: bytes) -> Manifest:
             raise bad("key %d missing" % k)
     if not is_text(m[0]) or bytes(m[0]) != b"helm-evidencepack/1":
         raise bad("format")
-    if not is_uint(m[1]) or m[1] != 0:
+    # §3 and §9.2: kind 0 has keys 0-12, kind 1 keys 0-15.
+    if not is_uint(m[1]) or m[1] not in (0, 1):
         raise bad("kind")
+    if sorted(m) != list(range(13 if m[1] == 0 else 16)):
+        raise bad("keys for kind %d" % m[1])
+    if m[1] == 1:
+        if not is_uint(m[13]):
+            raise bad("key 13")
+        if not is_bytes(m[14]) or len(m[14]) != 32:
+            raise bad("key 14")
+        if not is_map(m[15]):
+            raise bad("selection")
+        keys = [k for k, _ in m[15]]  # canonical order was checked by the decoder
+        sel = dict(m[15])
+        if not 1 <= len(keys) <= 3 or not all(is_uint(k) and k in (0, 1, 2) for k in keys):
+            raise bad("selection")
+        m[15] = sel
+        if 0 in sel and (not is_text(sel[0]) or len(bytes(sel[0])) > 256):
+            raise bad("selection session")
+        if any(k in sel and not is_uint(sel[k]) for k in (1, 2)):
+            raise bad("selection bounds")
+        if 1 in sel and 2 in sel and sel[1] > sel[2]:
+            raise bad("selection: since after until")
     for k in (2, 5, 6, 8, 11, 12):
         if not is_uint(m[k]):
             raise bad("key %d" % k)
@@ -230,6 +312,8 @@ class PackReader:
         self.per_kind = [0] * 9
         self.escalations = 0
         self.streams: set[tuple[bytes, bytes]] = set()
+        self.partial: Partial | None = None
+        self.last_position: int | None = None
 
     # -- entries
 
@@ -269,6 +353,14 @@ class PackReader:
 
     def _manifest(self, data: bytes) -> None:
         self.manifest = decode_manifest(data)
+        v = self.manifest.values
+        if v[1] == 1:
+            sel = v[15]
+            self.partial = Partial(
+                tree_size=v[13], tree_root=bytes(v[14]),
+                session=bytes(sel[0]) if 0 in sel else None,
+                since=sel.get(1), until=sel.get(2))
+            self.verifier.partial = self.partial
         self.state = "withheld"
 
     def _withheld(self, data: bytes, complete: bool) -> None:
@@ -306,11 +398,53 @@ class PackReader:
                 raise self.verifier.fail_at(e.code)
             if n == SEGMENT_RECORDS:
                 raise pack_error("PACK_SEGMENT_INVALID", "more than 16384 records")
+            if self.partial is not None:
+                try:
+                    item_end, item = parse_item(data, rec_end, len(data), size)
+                except _NeedMore:
+                    return
+                self._partial_unit(data[pos:rec_end], item)
+                pos = item_end
+                n += 1
+                continue
             rec = self.verifier.push(data[pos:rec_end])
             self._after_record(rec)
             pos = rec_end
             n += 1
         self.last_segment_records = n
+
+    def _partial_unit(self, raw: bytes, item) -> None:
+        """evidencepack.md §9.4, steps 1-6."""
+        index, inclusion, consistency = item
+        t, root = self.partial.tree_size, self.partial.tree_root
+        if self.last_position is not None and index <= self.last_position:  # 1
+            raise pack_error("PACK_PROOF_ORDER", "position %d after %d" % (index, self.last_position))
+        if index > t:  # 2
+            raise pack_error("PACK_PROOF_INVALID", "position beyond the tree")
+        if index == t and inclusion:
+            raise pack_error("PACK_PROOF_INVALID", "inclusion path on the checkpoint")
+        rh = hashlib.sha256(raw).digest()
+        if index < t and not verify_inclusion(index, t, leaf_hash(rh), inclusion, root):
+            raise pack_error("PACK_PROOF_MISMATCH", "position %d" % index)
+        root_proven = False
+        try:
+            rec = decode_record(raw)  # 3 (a decoding error is the verifier's to report)
+        except DecodeError:
+            rec = None
+        if rec is not None:  # 4
+            if index == t and rec.kind != R.CHECKPOINT:
+                raise pack_error("PACK_CHECKPOINT_INVALID", "position %d is not a CHECKPOINT" % index)
+            if rec.kind == R.CHECKPOINT and index < t:
+                count, croot = rec.body["count"], rec.body["root"]
+                if count == 0:
+                    root_proven = not consistency and croot == EMPTY_ROOT
+                else:
+                    root_proven = bool(consistency) and verify_consistency(count, croot, t, root, consistency)
+            elif consistency:
+                raise pack_error("PACK_PROOF_INVALID", "consistency path on a record that is not a CHECKPOINT below the tree")
+        rec = self.verifier.push(raw, index, root_proven)  # 5
+        self._after_record(rec)  # 6
+        self.last_position = index
 
     def _after_record(self, rec) -> None:
         ref = None
@@ -389,6 +523,8 @@ class PackReader:
 
     def _end(self) -> PackResult:
         count, root = self.verifier.finish()  # 1. EMPTY_STREAM
+        if self.partial is not None and self.last_position != self.partial.tree_size:
+            raise pack_error("PACK_CHECKPOINT_INVALID", "the pack does not end with its checkpoint")
         man = self.manifest
         reg = self.verifier.registry.get(man.kid)  # 2.
         if reg is None or reg.anchor or reg.retired or R.ROLE_KERNEL not in reg.roles:
@@ -414,6 +550,10 @@ class PackReader:
         for name in self.blobs + self.withheld:  # 5.
             if name not in self.referenced:
                 raise pack_error("PACK_BLOB_UNREFERENCED", name.hex())
+        if self.partial is not None:  # 6.
+            extra = self.verifier.unselected()
+            if extra is not None:
+                raise pack_error("PACK_RECORD_UNSELECTED", "record %d" % extra[0])
         return PackResult(count, root)
 
 

@@ -31,6 +31,27 @@ class RecordInfo:
     lamport: int
     verdict: int | None = None
     intent: bytes | None = None  # hash of the INTENT (INTENT, DECISION, APPROVAL)
+    # partial streams (verification.md §10)
+    extra: bool = False  # not selected, not a TRUST_EVENT, not the checkpoint
+    needed: bool = False  # named as a parent by a DECISION/APPROVAL/EFFECT, or as a cut-off
+
+
+@dataclass
+class Partial:
+    """What a partial stream is proven against (verification.md §10)."""
+    tree_size: int
+    tree_root: bytes
+    session: bytes | None = None
+    since: int | None = None
+    until: int | None = None
+
+    def selects(self, rec) -> bool:
+        return ((self.session is None or rec.session == self.session)
+                and (self.since is None or rec.time >= self.since)
+                and (self.until is None or rec.time <= self.until))
+
+    def strict_session(self, session: bytes) -> bool:
+        return self.since is None and self.until is None and self.session == session
 
 
 @dataclass
@@ -69,14 +90,19 @@ class Verifier:
         self.count = 0
         self.failure: VerifyError | None = None
         self.last_hash: bytes | None = None
+        self.partial: Partial | None = None
+        self.order: list[bytes] = []  # accepted record hashes, in order (partial streams)
 
     # -------------------------------------------------------------- public API
 
-    def push(self, raw: bytes) -> Record:
-        """Verify the next record; returns the decoded record or raises VerifyError."""
+    def push(self, raw: bytes, position: int | None = None, root_proven: bool = False) -> Record:
+        """Verify the next record; returns the decoded record or raises VerifyError.
+        A partial stream gives each record's position in its log and, for a CHECKPOINT
+        below the tree size, whether its root is proven (verification.md §10)."""
         if self.failure is not None:
             raise self.failure
         index = self.count
+        self._at = (position, root_proven)
         try:
             rec = decode_record(raw)
             self._check(rec, index)
@@ -95,6 +121,15 @@ class Verifier:
         if self.failure is None:
             self.failure = VerifyError(code, self.count)
         return self.failure
+
+    def unselected(self):
+        """Partial streams: the index and hash of the first accepted record that is
+        neither selected nor needed (evidencepack.md §9.4), or None."""
+        for i, h in enumerate(self.order):
+            info = self.records[h]
+            if info.extra and not info.needed:
+                return i, h
+        return None
 
     def finish(self) -> tuple[int, bytes]:
         if self.failure is not None:
@@ -124,16 +159,23 @@ class Verifier:
             fail("ROLE_NOT_PERMITTED")
         if rec.hash in self.records:  # S5
             fail("DUPLICATE_RECORD")
+        lifecycle = rec.kind in (R.DECISION, R.APPROVAL, R.EFFECT)
         for ph in rec.parents:  # S6
             pi = self.records.get(ph)
+            if pi is None and self.partial is not None and not lifecycle:
+                continue  # §10: absent parents of other kinds are not judged
             if pi is None:
                 fail("PARENT_MISSING", ph.hex())
+            if self.partial is not None and lifecycle:
+                pi.needed = True
             if not rec.lamport > pi.lamport:
                 fail("LAMPORT_NOT_INCREASING", ph.hex())
         if signer.last is not None and rec.time < signer.last_time:  # S7
             fail("TIME_REGRESSION")
         expected = self.sequences.get((rec.kid, rec.session), 0)  # S8
-        if rec.seq > expected:
+        strict = (self.partial is None or signer.anchor
+                  or self.partial.strict_session(rec.session))
+        if rec.seq > expected and strict:
             fail("SEQUENCE_GAP")
         if rec.seq < expected:
             fail("SEQUENCE_EQUIVOCATION")
@@ -249,6 +291,7 @@ class Verifier:
                 if ci is None or ci.kind != R.CHECKPOINT:
                     fail("TRUST_EVENT_INVALID")
                 c = ci.position
+                ci.needed = True
             if not (entry.last is None or (c is not None and entry.last <= c)):  # T4
                 fail("REVOCATION_CUTOFF_VIOLATED")
         if action in (R.PUBLISH, R.ROTATE):
@@ -260,10 +303,21 @@ class Verifier:
 
     def _check_checkpoint(self, rec: Record, fail) -> None:
         b = rec.body
-        if b["count"] != self.count:  # K1
-            fail("CHECKPOINT_COUNT")
-        if b["root"] != self.merkle.root():  # K2
-            fail("CHECKPOINT_ROOT")
+        position, root_proven = self._at
+        if self.partial is None:
+            if b["count"] != self.count:  # K1
+                fail("CHECKPOINT_COUNT")
+            if b["root"] != self.merkle.root():  # K2
+                fail("CHECKPOINT_ROOT")
+        else:  # §10
+            if b["count"] != position:
+                fail("CHECKPOINT_COUNT")
+            if position == self.partial.tree_size:
+                ok = b["root"] == self.partial.tree_root
+            else:
+                ok = root_proven
+            if not ok:
+                fail("CHECKPOINT_ROOT")
         challenge = None
         for key, sig in b["cosignatures"]:  # K3
             k = self.registry.get(key)
@@ -303,6 +357,11 @@ class Verifier:
                 self.registry[b["key"]].retired = True
             else:
                 self.registry[b["key"]].retired = True
+        if self.partial is not None:
+            position = self._at[0]
+            info.extra = (not self.partial.selects(rec) and rec.kind != R.TRUST_EVENT
+                          and position != self.partial.tree_size)
+            self.order.append(rec.hash)
         self.records[rec.hash] = info
         signer = self.registry[rec.kid]
         signer.last = i
