@@ -267,6 +267,9 @@ pub struct Config {
     /// `[[token]]`.
     #[serde(rename = "token")]
     pub tokens: Vec<TokenSection>,
+    /// `[openai]`: the OpenAI-compatible proxy (see `crate::openai`); absent: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openai: Option<crate::openai::OpenAiSection>,
 }
 
 /// Reads at most `max` bytes of a file.
@@ -337,6 +340,9 @@ impl Config {
         if self.policy.max_steps == 0 {
             self.policy.max_steps = Limits::default().max_steps;
         }
+        if let Some(o) = &mut self.openai {
+            o.resolve(base);
+        }
     }
 
     /// Checks the values themselves (not the files they name).
@@ -377,6 +383,9 @@ impl Config {
             let k = parse_key(a).map_err(|e| ConfigError(format!("[policy] authors: {a:?}: {e}")))?;
             PublicKey::admit(&k)
                 .map_err(|e| ConfigError(format!("[policy] authors: {a:?} is not a valid Ed25519 key ({e:?})")))?;
+        }
+        if let Some(o) = &self.openai {
+            o.check()?;
         }
         let mut bundles = BTreeSet::new();
         for b in &self.policy.bundles {

@@ -8,6 +8,8 @@
 //! - [`auth`]: API tokens (only their SHA-256 in the configuration) mapped to principals;
 //!   the [`auth::Authenticated`] extractor.
 //! - [`api`]: the routes ([`api::router`]), composable with later ones.
+//! - [`openai`]: the governed OpenAI-compatible proxy (`[openai]`), routes beside the
+//!   kernel's.
 //! - [`server`]: listening, housekeeping ticks, graceful shutdown with a final checkpoint.
 //!
 //! The API is described in `proxy/openapi.yaml`; configuration and walkthrough in
@@ -20,5 +22,6 @@ pub mod auth;
 pub mod config;
 pub mod error;
 mod log;
+pub mod openai;
 mod prom;
 pub mod server;

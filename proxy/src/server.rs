@@ -84,13 +84,22 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Io(format!("tokio runtime: {e}")))?;
     let max_body = usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX);
     let state = AppState::new(kernel.clone(), prepared.tokens, max_body);
-    let result = runtime.block_on(serve(config, state, kernel.clone()));
+    let openai = match &config.openai {
+        Some(o) => Some(crate::openai::OpenAi::open(o, kernel.clone(), &config.store.dir).map_err(ServeError::Config)?),
+        None => None,
+    };
+    let result = runtime.block_on(serve(config, state, kernel.clone(), openai));
     // Let blocking tasks still running finish before the kernel is dropped.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
 }
 
-async fn serve(config: &Config, state: AppState, kernel: Arc<Kernel>) -> Result<(), ServeError> {
+async fn serve(
+    config: &Config,
+    state: AppState,
+    kernel: Arc<Kernel>,
+    openai: Option<Arc<crate::openai::OpenAi>>,
+) -> Result<(), ServeError> {
     let addr = config.listen_addr().map_err(ServeError::Config)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -115,7 +124,10 @@ async fn serve(config: &Config, state: AppState, kernel: Arc<Kernel>) -> Result<
         Duration::from_millis(config.server.tick_ms),
     ));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(state);
+    let app = match openai {
+        Some(o) => crate::api::router_with(state, crate::openai::routes(o)),
+        None => router(state),
+    };
     let mut server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -1,0 +1,316 @@
+//! The request side: which tools are offered, and which tool results come back.
+
+use serde_json::{Map, Value};
+
+use super::error::OaiError;
+use super::govern::{output_bytes, ToolResult};
+
+/// Which API a body belongs to (their tool shapes differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Api {
+    Chat,
+    Responses,
+}
+
+/// A tool's name, for `function` and `custom` tools of either API.
+fn tool_name(t: &Value) -> Option<&str> {
+    t.get("function")
+        .and_then(|f| f.get("name"))
+        .or_else(|| t.get("custom").and_then(|c| c.get("name")))
+        .or_else(|| t.get("name"))
+        .and_then(Value::as_str)
+}
+
+fn tool_type(t: &Value) -> &str {
+    t.get("type").and_then(Value::as_str).unwrap_or("function")
+}
+
+/// Whether a tool (or a tool choice naming one) may be offered.
+fn offered(t: &Value, may_use: &dyn Fn(&str) -> bool, hosted: &[String]) -> bool {
+    match tool_type(t) {
+        "function" | "custom" => tool_name(t).is_some_and(may_use),
+        other => hosted.iter().any(|h| h == other),
+    }
+}
+
+/// What the request-side filter did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Filtered {
+    /// Tools removed (names, or hosted types).
+    pub(crate) removed: Vec<String>,
+    /// Whether the body was changed.
+    pub(crate) changed: bool,
+}
+
+/// Removes the tools `may_use` rules out and the hosted tools not listed; keeps
+/// `tool_choice` consistent. A `tool_choice` that forces a removed tool is refused
+/// (403), as is `required` with no tool left.
+pub(crate) fn filter_tools(
+    body: &mut Map<String, Value>,
+    api: Api,
+    may_use: &dyn Fn(&str) -> bool,
+    hosted: &[String],
+) -> Result<Filtered, OaiError> {
+    let mut out = Filtered::default();
+    let Some(tools) = body.get_mut("tools") else {
+        return Ok(out);
+    };
+    let Some(list) = tools.as_array_mut() else {
+        return Err(OaiError::invalid_param(
+            "tools",
+            "invalid_type",
+            "tools must be an array",
+        ));
+    };
+    list.retain(|t| {
+        let keep = offered(t, may_use, hosted);
+        if !keep {
+            out.removed
+                .push(tool_name(t).map_or_else(|| tool_type(t).to_owned(), str::to_owned));
+        }
+        keep
+    });
+    let none_left = list.is_empty();
+    out.changed = !out.removed.is_empty();
+    if !out.changed {
+        return Ok(out);
+    }
+    let forbidden = |what: &str| {
+        OaiError::policy(
+            "tool_not_allowed",
+            format!("tool_choice requires {what}, which the policy does not allow this principal to use"),
+        )
+    };
+    match body.get_mut("tool_choice") {
+        Some(Value::String(s)) if s == "required" && none_left => {
+            return Err(forbidden("a tool, but none of those offered"));
+        }
+        Some(Value::Object(tc)) => {
+            let kind = tc.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+            if kind == "allowed_tools" {
+                let list = match api {
+                    Api::Chat => tc.get_mut("allowed_tools").and_then(|a| a.get_mut("tools")),
+                    Api::Responses => tc.get_mut("tools"),
+                };
+                if let Some(Value::Array(l)) = list {
+                    l.retain(|t| offered(t, may_use, hosted));
+                    if l.is_empty() {
+                        let mode = match api {
+                            Api::Chat => tc.get("allowed_tools").and_then(|a| a.get("mode")),
+                            Api::Responses => tc.get("mode"),
+                        };
+                        if mode.and_then(Value::as_str) == Some("required") {
+                            return Err(forbidden("one of the allowed tools"));
+                        }
+                        body.remove("tool_choice");
+                    }
+                }
+            } else {
+                let t = Value::Object(tc.clone());
+                if !offered(&t, may_use, hosted) {
+                    return Err(forbidden(&format!(
+                        "{:?}",
+                        tool_name(&t).map_or_else(|| kind.clone(), str::to_owned)
+                    )));
+                }
+            }
+        }
+        _ => {}
+    }
+    if none_left {
+        body.remove("tools");
+        body.remove("parallel_tool_calls");
+        if matches!(body.get("tool_choice"), Some(Value::String(_))) {
+            body.remove("tool_choice");
+        }
+    }
+    Ok(out)
+}
+
+/// Chat Completions: refuses what the proxy does not govern; the tool results.
+pub(crate) fn chat_request(body: &Map<String, Value>) -> Result<Vec<ToolResult>, OaiError> {
+    for legacy in ["functions", "function_call"] {
+        if body.contains_key(legacy) {
+            return Err(OaiError::invalid_param(
+                legacy,
+                "unsupported_parameter",
+                format!("{legacy} (deprecated) is not passed by the governed proxy: use tools"),
+            ));
+        }
+    }
+    let Some(Value::Array(messages)) = body.get("messages") else {
+        return Err(OaiError::invalid_param(
+            "messages",
+            "invalid_type",
+            "messages must be an array",
+        ));
+    };
+    let mut out = Vec::new();
+    for m in messages {
+        match m.get("role").and_then(Value::as_str) {
+            Some("tool") => {
+                let Some(id) = m.get("tool_call_id").and_then(Value::as_str) else {
+                    return Err(OaiError::invalid_param(
+                        "messages",
+                        "invalid_value",
+                        "a tool message needs its tool_call_id",
+                    ));
+                };
+                out.push(ToolResult {
+                    call_id: id.to_owned(),
+                    output: output_bytes(m.get("content")),
+                });
+            }
+            Some("function") => {
+                return Err(OaiError::invalid_param(
+                    "messages",
+                    "unsupported_parameter",
+                    "function messages (deprecated) are not passed by the governed proxy: use tool messages",
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Responses: refuses background runs (their output escapes governance); the tool
+/// results (`function_call_output`, `custom_tool_call_output` and the outputs of
+/// built-in client tools, `*_call_output`).
+pub(crate) fn responses_request(body: &Map<String, Value>) -> Result<Vec<ToolResult>, OaiError> {
+    if body.get("background").and_then(Value::as_bool) == Some(true) {
+        return Err(OaiError::invalid_param(
+            "background",
+            "unsupported_parameter",
+            "background responses are fetched later, beyond governance: not passed by the governed proxy",
+        ));
+    }
+    let mut out = Vec::new();
+    if let Some(Value::Array(items)) = body.get("input") {
+        for it in items {
+            let kind = it.get("type").and_then(Value::as_str).unwrap_or("");
+            if !kind.ends_with("_call_output") {
+                continue;
+            }
+            let Some(id) = it.get("call_id").and_then(Value::as_str) else {
+                return Err(OaiError::invalid_param(
+                    "input",
+                    "invalid_value",
+                    format!("a {kind} item needs its call_id"),
+                ));
+            };
+            out.push(ToolResult {
+                call_id: id.to_owned(),
+                output: output_bytes(it.get("output")),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn may(t: &str) -> bool {
+        t != "shell"
+    }
+
+    #[test]
+    fn chat_tools_are_filtered() {
+        let mut b = obj(json!({
+            "tools": [
+                {"type": "function", "function": {"name": "read_file"}},
+                {"type": "function", "function": {"name": "shell"}},
+                {"type": "custom", "custom": {"name": "apply_patch"}},
+            ],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+                {"type": "function", "function": {"name": "shell"}},
+                {"type": "function", "function": {"name": "read_file"}},
+            ]}}
+        }));
+        let f = filter_tools(&mut b, Api::Chat, &may, &[]).unwrap();
+        assert_eq!(f.removed, ["shell"]);
+        assert_eq!(b["tools"].as_array().unwrap().len(), 2);
+        assert_eq!(b["tool_choice"]["allowed_tools"]["tools"].as_array().unwrap().len(), 1);
+
+        let mut b = obj(json!({
+            "tools": [{"type": "function", "function": {"name": "shell"}}],
+            "tool_choice": "auto", "parallel_tool_calls": true
+        }));
+        filter_tools(&mut b, Api::Chat, &may, &[]).unwrap();
+        assert!(b.get("tools").is_none() && b.get("tool_choice").is_none() && b.get("parallel_tool_calls").is_none());
+
+        let mut b = obj(json!({
+            "tools": [{"type": "function", "function": {"name": "shell"}}, {"type": "function", "function": {"name": "a"}}],
+            "tool_choice": {"type": "function", "function": {"name": "shell"}}
+        }));
+        let e = filter_tools(&mut b, Api::Chat, &may, &[]).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code.as_deref()), (403, Some("tool_not_allowed")));
+
+        let mut b =
+            obj(json!({"tools": [{"type": "function", "function": {"name": "shell"}}], "tool_choice": "required"}));
+        assert!(filter_tools(&mut b, Api::Chat, &may, &[]).is_err());
+        // Nothing removed: the body is untouched.
+        let mut b = obj(json!({"tools": [{"type": "function", "function": {"name": "a"}}], "tool_choice": "required"}));
+        assert!(!filter_tools(&mut b, Api::Chat, &may, &[]).unwrap().changed);
+    }
+
+    #[test]
+    fn hosted_tools_are_stripped_unless_listed() {
+        let mut b = obj(json!({"tools": [
+            {"type": "web_search"}, {"type": "code_interpreter", "container": {"type": "auto"}},
+            {"type": "mcp", "server_label": "x", "server_url": "https://example.invalid"},
+            {"type": "function", "name": "read_file", "parameters": {}},
+        ]}));
+        let f = filter_tools(&mut b, Api::Responses, &may, &["web_search".to_owned()]).unwrap();
+        assert_eq!(f.removed, ["code_interpreter", "mcp"]);
+        let kept: Vec<&str> = b["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kept, ["web_search", "function"]);
+        let mut b = obj(
+            json!({"tools": [{"type": "mcp", "server_label": "x"}, {"type": "function", "name": "a"}], "tool_choice": {"type": "mcp", "server_label": "x"}}),
+        );
+        assert!(filter_tools(&mut b, Api::Responses, &may, &[]).is_err());
+    }
+
+    #[test]
+    fn results_and_refusals() {
+        let b = obj(json!({"messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "x"}]},
+        ]}));
+        let r = chat_request(&b).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].output, b"ok");
+        assert_eq!(r[1].output, br#"[{"text":"x","type":"text"}]"#);
+        assert!(chat_request(&obj(json!({"messages": [], "functions": []}))).is_err());
+        assert!(chat_request(&obj(
+            json!({"messages": [{"role": "function", "name": "f", "content": ""}]})
+        ))
+        .is_err());
+        let b = obj(json!({"input": [
+            {"type": "function_call_output", "call_id": "c1", "output": "42"},
+            {"type": "custom_tool_call_output", "call_id": "c2", "output": "done"},
+            {"type": "message", "role": "user", "content": "x"},
+        ]}));
+        assert_eq!(responses_request(&b).unwrap().len(), 2);
+        assert!(responses_request(&obj(json!({"input": "x", "background": true}))).is_err());
+    }
+}
