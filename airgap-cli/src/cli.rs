@@ -74,6 +74,9 @@ enum Cmd {
     /// Sign an escalation's approval challenge with an approver key, offline
     #[command(after_help = EXIT_CODES)]
     Approve(crate::ceremony::ApproveArgs),
+    /// Verify a pack, then re-execute its sandboxed (WASM) effects and compare outputs and fuel
+    #[command(after_help = EXIT_CODES)]
+    Replay(crate::replay_effects::ReplayEffectsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +385,7 @@ pub(crate) enum Command {
     ReplayDecisions(crate::replay::ReplayArgs),
     Ceremony(crate::ceremony::Ceremony),
     Approve(crate::ceremony::ApproveArgs),
+    Replay(crate::replay_effects::ReplayEffectsArgs),
 }
 
 fn usage(kind: ErrorKind, msg: impl core::fmt::Display) -> clap::Error {
@@ -450,6 +454,7 @@ where
         Cmd::Policy(c) => Command::Policy(c),
         Cmd::ReplayDecisions(a) => Command::ReplayDecisions(a),
         Cmd::Approve(a) => Command::Approve(a),
+        Cmd::Replay(a) => Command::Replay(a),
         Cmd::Keys(KeysCmd::Ceremony(c)) => Command::Ceremony(c),
     })
 }

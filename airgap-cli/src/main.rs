@@ -31,6 +31,7 @@ mod keys;
 mod output;
 mod policy;
 mod replay;
+mod replay_effects;
 mod report;
 mod shell;
 mod status;
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
         Command::ReplayDecisions(c) => replay::run(c),
         Command::Ceremony(c) => ceremony::run(c),
         Command::Approve(a) => ceremony::approve(a),
+        Command::Replay(a) => replay_effects::run(a),
     };
     match result {
         Ok(status) => status.into(),

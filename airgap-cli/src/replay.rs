@@ -80,6 +80,17 @@ pub(crate) fn contents(tar_bytes: &[u8]) -> Result<Contents, String> {
 
 /// Verifies `pack` (any wrapper) against `anchors` and replays its decisions.
 pub(crate) fn replay_pack(pack: &[u8], anchors: &[[u8; 32]]) -> Result<ReplayReport, CliError> {
+    let (records, blobs) = verified_contents(pack, anchors)?;
+    let decoded = records
+        .iter()
+        .map(|r| Record::decode(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::invalid(format!("a record does not decode: {}", e.name())))?;
+    Ok(replay(&decoded, &blobs, Limits::default()))
+}
+
+/// Verifies `pack` (any wrapper) against `anchors`; then its records and blobs.
+pub(crate) fn verified_contents(pack: &[u8], anchors: &[[u8; 32]]) -> Result<Contents, CliError> {
     let opts = VerifyOptions::default();
     verify_reader(pack, anchors, &opts, &mut NoObserver)
         .map_err(|e| CliError::invalid(format!("the pack does not verify: {e}")))?;
@@ -89,13 +100,7 @@ pub(crate) fn replay_pack(pack: &[u8], anchors: &[[u8; 32]]) -> Result<ReplayRep
     reader
         .read_to_end(&mut tar_bytes)
         .map_err(|e| CliError::invalid(format!("cannot decompress the pack: {e}")))?;
-    let (records, blobs) = contents(&tar_bytes).map_err(CliError::invalid)?;
-    let decoded = records
-        .iter()
-        .map(|r| Record::decode(r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::invalid(format!("a record does not decode: {}", e.name())))?;
-    Ok(replay(&decoded, &blobs, Limits::default()))
+    contents(&tar_bytes).map_err(CliError::invalid)
 }
 
 /// Runs `replay-decisions`.

@@ -22,6 +22,9 @@ use crate::signer::{sign_record, RecordSigner};
 use crate::store::{Store, StoreError, StoreOptions, Ticket};
 use crate::trust::{check_chain, Registry};
 
+mod wasm;
+pub use wasm::{ToolRun, WasmTool};
+
 /// Length of the random salt in front of a committed value (record-format.md §9).
 pub const SALT_LEN: usize = 16;
 
@@ -53,6 +56,8 @@ pub struct KernelConfig {
     /// The file-system layer under the store: the real one by default; tests pass a
     /// [`SimulatedFs`](crate::store::SimulatedFs) to simulate power loss and full disks.
     pub fs: Option<Arc<dyn crate::store::StoreFs>>,
+    /// Tools backed by WebAssembly modules, run in the sandbox when allowed.
+    pub wasm_tools: Vec<WasmTool>,
 }
 
 impl KernelConfig {
@@ -70,6 +75,7 @@ impl KernelConfig {
             checkpoint_interval_ms: 60_000,
             resolved_ttl_ms: 3_600_000,
             fs: None,
+            wasm_tools: Vec::new(),
         }
     }
 }
@@ -309,6 +315,8 @@ pub struct OpenReport {
     pub policies_added: usize,
     /// Escalations still waiting for approval.
     pub pending_approvals: usize,
+    /// `sandbox-module` ATTESTATIONs added for WASM tools not attested yet.
+    pub modules_attested: usize,
 }
 
 /// Counters for `/metrics`.
@@ -432,6 +440,7 @@ pub struct Kernel {
     resolved_ttl_ms: u64,
     durable: bool,
     answered: AtomicU64,
+    wasm: wasm::WasmTools,
 }
 
 /// The key of a call for retries: SHA-256 over tool, canonical arguments, principal
@@ -802,6 +811,7 @@ impl Kernel {
         })?;
 
         let guardian = Guardian::new(config.bundles, config.limits);
+        let (wasm, wasm_tools) = wasm::WasmTools::new(config.wasm_tools)?;
         let kernel = Kernel {
             state: Mutex::new(st),
             records,
@@ -815,6 +825,7 @@ impl Kernel {
             resolved_ttl_ms: config.resolved_ttl_ms,
             durable,
             answered: AtomicU64::new(0),
+            wasm,
         };
         let mut report = OpenReport {
             records: recovery.records,
@@ -823,6 +834,7 @@ impl Kernel {
             trust_events_added: 0,
             policies_added: 0,
             pending_approvals: 0,
+            modules_attested: 0,
         };
         let ticket = {
             let mut st = kernel.lock();
@@ -886,6 +898,7 @@ impl Kernel {
             kernel.commit(&mut st, staged)?
         };
         kernel.wait(ticket)?;
+        report.modules_attested = kernel.attest_modules(&wasm_tools)?;
         report.pending_approvals = kernel
             .lock()
             .escalations

@@ -1,0 +1,5 @@
+;; A WASI command that never ends: stopped by fuel or by the wall clock.
+(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop $forever (br $forever))))
