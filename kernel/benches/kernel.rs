@@ -152,7 +152,13 @@ fn baseline(n: u64) -> f64 {
 fn main() {
     if std::env::args().any(|a| a == "--profile") {
         // For `valgrind --tool=callgrind`: buffered ALLOW decisions only.
-        latency("buffered", Durability::Buffered { sync_interval: Duration::from_millis(50) }, 500);
+        latency(
+            "buffered",
+            Durability::Buffered {
+                sync_interval: Duration::from_millis(50),
+            },
+            500,
+        );
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");

@@ -73,7 +73,11 @@ pub fn check_chain(anchors: &[[u8; 32]], bytes: &[u8]) -> Result<Vec<Vec<u8>>, C
                 hex::encode(r.kid)
             )));
         }
-        if !verify_core::verify_signature(&r.kid, &verify_core::sig_structure(r.protected, r.payload), &r.signature) {
+        if !verify_core::verify_signature(
+            &r.kid,
+            &verify_core::sig_structure(r.protected, r.payload),
+            &r.signature,
+        ) {
             return Err(ChainError(format!("trust chain record {i}: SIGNATURE_INVALID")));
         }
         let parents: Vec<Hash> = r.parents.iter().collect();
