@@ -74,27 +74,26 @@ pub fn now_ms() -> u64 {
 
 /// root-1 publishes kernel-1 (kernel), approver-1 (approver) and author-1 (policy-author).
 pub fn chain() -> Vec<u8> {
+    chain_for(&signer("kernel-1").public_key())
+}
+
+/// root-1 publishes `kernel` (kernel), approver-1 (approver) and author-1 (policy-author).
+pub fn chain_for(kernel: &[u8; 32]) -> Vec<u8> {
     let root = signer("root-1");
     let t = now_ms() - 60_000;
     let mut out = Vec::new();
     let mut parent = None;
-    for (i, (name, role)) in [
-        ("kernel-1", "kernel"),
-        ("approver-1", "approver"),
-        ("author-1", "policy-author"),
+    for (i, (key, role)) in [
+        (*kernel, "kernel"),
+        (signer("approver-1").public_key(), "approver"),
+        (signer("author-1").public_key(), "policy-author"),
     ]
     .iter()
     .enumerate()
     {
         let mut b = RecordBuilder::new(
             Kind::TrustEvent,
-            body::trust_event(
-                TrustAction::Publish,
-                &signer(name).public_key(),
-                Some(&[role]),
-                None,
-                None,
-            ),
+            body::trust_event(TrustAction::Publish, key, Some(&[role]), None, None),
         );
         b.parents = parent.into_iter().collect();
         b.lamport = i as u64 + 1;
