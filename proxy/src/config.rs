@@ -270,6 +270,8 @@ pub struct Config {
     /// `[openai]`: the OpenAI-compatible proxy (see `crate::openai`); absent: not served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub openai: Option<crate::openai::OpenAiSection>,
+    /// `[mcp]`: the MCP interceptor (see `crate::mcp::config`).
+    pub mcp: crate::mcp::config::McpSection,
 }
 
 /// Reads at most `max` bytes of a file.
@@ -412,6 +414,7 @@ impl Config {
                 return err(format!("{at}: scopes is empty"));
             }
         }
+        self.mcp.check().map_err(ConfigError)?;
         Ok(())
     }
 

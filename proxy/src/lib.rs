@@ -22,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 mod log;
+pub mod mcp;
 pub mod openai;
 mod prom;
 pub mod server;

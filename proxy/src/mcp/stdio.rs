@@ -1,0 +1,210 @@
+//! The stdio transport on both sides: newline-delimited JSON-RPC on a child server's
+//! stdin/stdout (upstream), and on the proxy's own stdin/stdout (client).
+//!
+//! Clean shutdown of a child (spec: stdio transport, shutdown): close its stdin, wait,
+//! then SIGTERM, wait, then SIGKILL. Its stderr is passed through to ours.
+
+use core::time::Duration;
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader,
+};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use super::bridge::{Bridge, ToClient};
+use crate::log::{log_info, log_warn};
+
+/// How long a child may take to exit after its stdin closed, and after SIGTERM.
+pub const CHILD_GRACE: Duration = Duration::from_secs(2);
+
+/// One line of at most `max` bytes (without the newline). `Ok(None)` at end of input;
+/// `Err(n)` for a line of more than `max` bytes (consumed and discarded; n bytes seen).
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Option<Result<Vec<u8>, usize>>> {
+    let mut buf = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = (&mut *r).take(limit).read_until(b'\n', &mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        return Ok(Some(Ok(buf)));
+    }
+    if buf.len() <= max {
+        // The last line, without a newline.
+        return Ok(Some(Ok(buf)));
+    }
+    // Too long: skip to the end of the line.
+    let mut seen = buf.len();
+    loop {
+        buf.clear();
+        let n = (&mut *r).take(64 << 10).read_until(b'\n', &mut buf).await?;
+        seen = seen.saturating_add(n);
+        if n == 0 || buf.last() == Some(&b'\n') {
+            return Ok(Some(Err(seen)));
+        }
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(w: &mut W, v: &Value) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    w.write_all(&bytes).await?;
+    w.flush().await
+}
+
+/// Spawns the upstream server `argv` and relays between it and `bridge` until `rx`
+/// yields the close sentinel (`Value::Null`) or ends (then a clean shutdown) or the
+/// child exits (then the bridge is told).
+pub fn spawn_child(argv: &[String], env: &BTreeMap<String, String>) -> Result<Child, String> {
+    let (prog, args) = argv.split_first().ok_or("empty server command")?;
+    Command::new(prog)
+        .args(args)
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {prog:?}: {e}"))
+}
+
+/// Relays between a spawned child and a bridge (see [`spawn_child`]).
+pub async fn run_child(mut child: Child, bridge: Arc<Bridge>, mut rx: mpsc::UnboundedReceiver<Value>, max: usize) {
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        bridge.upstream_closed("the child has no stdin/stdout").await;
+        return;
+    };
+    let reader_bridge = bridge.clone();
+    let mut reader = tokio::spawn(async move {
+        let mut out = BufReader::new(stdout);
+        loop {
+            match read_line(&mut out, max).await {
+                Ok(Some(Ok(line))) => {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    reader_bridge.from_upstream_bytes(&line, None).await;
+                }
+                Ok(Some(Err(n))) => {
+                    reader_bridge.from_upstream_bytes(&vec![b' '; n], None).await;
+                }
+                Ok(None) => return "its stdout closed".to_owned(),
+                Err(e) => return format!("reading its stdout failed: {e}"),
+            }
+        }
+    });
+    let mut clean = false;
+    let why = loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(Value::Null) | None => { clean = true; break "shutdown".to_owned(); }
+                Some(v) => {
+                    if let Err(e) = write_line(&mut stdin, &v).await {
+                        break format!("writing its stdin failed: {e}");
+                    }
+                }
+            },
+            r = &mut reader => {
+                break r.unwrap_or_else(|e| format!("reader failed: {e}"));
+            }
+        }
+    };
+    drop(stdin);
+    let status = stop_child(&mut child).await;
+    if clean {
+        reader.abort();
+    }
+    bridge.upstream_closed(&format!("{why}; {status}")).await;
+}
+
+/// Closes nothing itself: waits for the child to exit after its stdin closed, then
+/// SIGTERM, then SIGKILL. Returns how it ended.
+pub async fn stop_child(child: &mut Child) -> String {
+    if let Ok(Ok(s)) = tokio::time::timeout(CHILD_GRACE, child.wait()).await {
+        return format!("server exited: {s}");
+    }
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+        if let Ok(Ok(s)) = tokio::time::timeout(CHILD_GRACE, child.wait()).await {
+            return format!("server stopped by SIGTERM: {s}");
+        }
+    }
+    let _ = child.kill().await;
+    "server killed (SIGKILL)".to_owned()
+}
+
+/// The client side on our own stdin/stdout: reads messages until end of input (or
+/// `stop`), then shuts the upstream down cleanly. Returns when both sides are done.
+pub async fn serve_stdio<R, W>(
+    bridge: Arc<Bridge>,
+    up_tx: mpsc::UnboundedSender<Value>,
+    mut client_rx: mpsc::UnboundedReceiver<ToClient>,
+    input: R,
+    mut output: W,
+    upstream: tokio::task::JoinHandle<()>,
+    max: usize,
+    stop: impl core::future::Future<Output = &'static str>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let writer = tokio::spawn(async move {
+        while let Some(m) = client_rx.recv().await {
+            if write_line(&mut output, &m.msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let reader_bridge = bridge.clone();
+    let reading = async move {
+        let mut input = BufReader::new(input);
+        loop {
+            match read_line(&mut input, max).await {
+                Ok(Some(Ok(line))) => {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    reader_bridge.from_client_bytes(&line);
+                }
+                Ok(Some(Err(n))) => {
+                    log_warn!("MCP stdio: a message of {n} bytes exceeds max_message_bytes: refused");
+                    reader_bridge.from_client_bytes(&vec![b' '; max.saturating_add(1)]);
+                }
+                Ok(None) => return "end of input",
+                Err(_) => return "input error",
+            }
+        }
+    };
+    let why = tokio::select! {
+        w = reading => w,
+        s = stop => s,
+    };
+    log_info!("MCP stdio: {why}: shutting the upstream down");
+    // Let calls in flight finish for a moment, then close the child's stdin.
+    let mut upstream = upstream;
+    let _ = up_tx.send(Value::Null);
+    if tokio::time::timeout(CHILD_GRACE.saturating_mul(3), &mut upstream)
+        .await
+        .is_err()
+    {
+        upstream.abort();
+    }
+    drop(bridge);
+    drop(up_tx);
+    let _ = tokio::time::timeout(Duration::from_millis(300), writer).await;
+}

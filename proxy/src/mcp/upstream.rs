@@ -1,0 +1,469 @@
+//! The side facing the upstream server: a child on stdio, a Streamable HTTP endpoint,
+//! or an HTTP+SSE (2024-11-05) server. Each runs as one task per conversation, taking
+//! the bridge's messages from a channel (the sentinel `null` closes it cleanly) and
+//! handing what the server sends to [`Bridge::from_upstream_bytes`].
+
+use core::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::bridge::Bridge;
+use super::protocol::{code, Message, Rev};
+use super::sse;
+use crate::log::{log_info, log_warn};
+
+/// Where the upstream server is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamSpec {
+    /// A stdio server: program, arguments, environment.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Extra environment.
+        env: BTreeMap<String, String>,
+    },
+    /// A Streamable HTTP endpoint.
+    Http {
+        /// The MCP endpoint.
+        url: String,
+        /// Extra request headers.
+        headers: BTreeMap<String, String>,
+    },
+    /// An HTTP+SSE server (2024-11-05).
+    Sse {
+        /// The SSE URL.
+        url: String,
+        /// Extra request headers.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+impl UpstreamSpec {
+    /// The spec of a configured server.
+    pub fn from_section(s: &super::config::UpstreamSection) -> UpstreamSpec {
+        if let Some(argv) = &s.command {
+            UpstreamSpec::Command {
+                argv: argv.clone(),
+                env: s.env.clone(),
+            }
+        } else if let Some(u) = &s.url {
+            UpstreamSpec::Http {
+                url: u.clone(),
+                headers: s.headers.clone(),
+            }
+        } else {
+            UpstreamSpec::Sse {
+                url: s.sse_url.clone().unwrap_or_default(),
+                headers: s.headers.clone(),
+            }
+        }
+    }
+}
+
+/// Starts the upstream side of `bridge`.
+pub fn start_upstream(
+    spec: &UpstreamSpec,
+    bridge: Arc<Bridge>,
+    rx: mpsc::UnboundedReceiver<Value>,
+    max: usize,
+) -> Result<JoinHandle<()>, String> {
+    match spec {
+        UpstreamSpec::Command { argv, env } => {
+            let child = super::stdio::spawn_child(argv, env)?;
+            Ok(tokio::spawn(super::stdio::run_child(child, bridge, rx, max)))
+        }
+        UpstreamSpec::Http { url, headers } => {
+            let up = HttpUp::new(url, headers, bridge, max)?;
+            Ok(tokio::spawn(up.run(rx)))
+        }
+        UpstreamSpec::Sse { url, headers } => {
+            let up = HttpUp::new(url, headers, bridge, max)?;
+            Ok(tokio::spawn(up.run_sse(rx)))
+        }
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+#[derive(Debug)]
+struct HttpUp {
+    client: HttpClient,
+    url: Uri,
+    headers: HeaderMap,
+    session: Mutex<Option<HeaderValue>>,
+    bridge: Arc<Bridge>,
+    max: usize,
+}
+
+/// A header value safe to send as is, or the `=?base64?…?=` sentinel form (2026-07-28).
+fn header_text(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+        && !(s.starts_with("=?base64?") && s.ends_with("?="));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(s))
+    }
+}
+
+impl HttpUp {
+    fn new(
+        url: &str,
+        extra: &BTreeMap<String, String>,
+        bridge: Arc<Bridge>,
+        max: usize,
+    ) -> Result<Arc<HttpUp>, String> {
+        let url: Uri = url.parse().map_err(|e| format!("upstream URL {url:?}: {e}"))?;
+        if url.scheme_str() != Some("http") {
+            return Err(format!("upstream URL {url}: only http:// is supported"));
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in extra {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("upstream header {k:?}: {e}"))?;
+            let mut value = HeaderValue::from_str(v).map_err(|e| format!("upstream header {k:?}: {e}"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(http);
+        Ok(Arc::new(HttpUp {
+            client,
+            url,
+            headers,
+            session: Mutex::new(None),
+            bridge,
+            max,
+        }))
+    }
+
+    fn session(&self) -> Option<HeaderValue> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn request(&self, method: Method, uri: &Uri, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(|e| format!("request: {e}"))?;
+        let h = req.headers_mut();
+        h.extend(self.headers.clone());
+        if let Some(s) = self.session() {
+            h.insert("mcp-session-id", s);
+        }
+        Ok(req)
+    }
+
+    /// Posts one message to the Streamable HTTP endpoint and hands what comes back to
+    /// the bridge. A request that gets no answer gets an error from here.
+    async fn post(self: Arc<Self>, v: Value) {
+        let msg = Message::from_value(v.clone()).ok();
+        let up_id = match &msg {
+            Some(Message::Request { id, .. }) => id.as_u64(),
+            _ => None,
+        };
+        let body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+        let mut req = match self.request(Method::POST, &self.url, body) {
+            Ok(r) => r,
+            Err(e) => return self.fail(up_id, &e).await,
+        };
+        let h = req.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        let declared = msg.as_ref().and_then(Message::declared_version).map(str::to_owned);
+        let version = declared.clone().or_else(|| {
+            self.bridge
+                .revision()
+                .filter(|r| *r >= Rev::V2025_06_18)
+                .map(|r| r.name().to_owned())
+        });
+        if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            h.insert("mcp-protocol-version", v);
+        }
+        if declared.is_some() {
+            if let Some(Message::Request { method, params, .. }) = &msg {
+                if let Ok(m) = HeaderValue::from_str(method) {
+                    h.insert("mcp-method", m);
+                }
+                let name = params
+                    .as_ref()
+                    .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+                    .and_then(Value::as_str);
+                if let Some(n) = name.and_then(|n| HeaderValue::from_str(&header_text(n)).ok()) {
+                    h.insert("mcp-name", n);
+                }
+            }
+        }
+        let is_init = matches!(&msg, Some(Message::Request { method, .. }) if method == "initialize");
+        let resp = match tokio::time::timeout(Duration::from_secs(30), self.client.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return self.fail(up_id, &format!("POST failed: {e}")).await,
+            Err(_) => return self.fail(up_id, "POST: no answer in 30 s").await,
+        };
+        if is_init {
+            if let Some(s) = resp.headers().get("mcp-session-id") {
+                *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s.clone());
+            }
+        }
+        let status = resp.status();
+        if status == StatusCode::ACCEPTED {
+            return;
+        }
+        if status == StatusCode::NOT_FOUND && self.session().is_some() {
+            self.fail(up_id, "the upstream session expired (404)").await;
+            return;
+        }
+        let ctype = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ctype.starts_with("text/event-stream") {
+            let answered = self.clone().read_stream(resp.into_body(), up_id).await;
+            if !answered && up_id.is_some() {
+                self.fail(up_id, "the upstream's stream ended without an answer").await;
+            }
+            return;
+        }
+        let body = match read_body(resp.into_body(), self.max).await {
+            Ok(b) => b,
+            Err(e) => return self.fail(up_id, &e).await,
+        };
+        if ctype.starts_with("application/json") && !body.is_empty() {
+            self.bridge.from_upstream_bytes(&body, up_id).await;
+        } else if up_id.is_some() {
+            self.fail(up_id, &format!("the upstream answered HTTP {status}")).await;
+        }
+        if is_init && status.is_success() {
+            let me = self.clone();
+            tokio::spawn(async move { me.listen().await });
+        }
+    }
+
+    /// Reads an SSE stream into the bridge; true if it carried the answer to `up_id`.
+    async fn read_stream(self: Arc<Self>, mut body: Incoming, up_id: Option<u64>) -> bool {
+        let mut parser = sse::Parser::new(self.max);
+        let mut answered = false;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Ok(data) = frame.into_data() else { continue };
+            let events = match parser.push(&data) {
+                Ok(e) => e,
+                Err(e) => {
+                    log_warn!("MCP {}: upstream stream: {e}", self.bridge.server);
+                    break;
+                }
+            };
+            for e in events {
+                if e.data.is_empty() || !(e.event.is_empty() || e.event == "message") {
+                    continue;
+                }
+                if let (Some(want), Ok(v)) = (up_id, serde_json::from_str::<Value>(&e.data)) {
+                    let is_answer = v.get("id").and_then(Value::as_u64) == Some(want)
+                        && (v.get("result").is_some() || v.get("error").is_some());
+                    answered |= is_answer;
+                }
+                self.bridge.from_upstream_bytes(e.data.as_bytes(), up_id).await;
+            }
+        }
+        answered
+    }
+
+    /// The standalone GET stream of a session (405: the server has none).
+    async fn listen(self: Arc<Self>) {
+        let Ok(mut req) = self.request(Method::GET, &self.url, Bytes::new()) else {
+            return;
+        };
+        req.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if let Some(v) = self
+            .bridge
+            .revision()
+            .filter(|r| *r >= Rev::V2025_06_18)
+            .and_then(|r| HeaderValue::from_str(r.name()).ok())
+        {
+            req.headers_mut().insert("mcp-protocol-version", v);
+        }
+        if let Ok(resp) = self.client.request(req).await {
+            if resp.status().is_success() {
+                self.clone().read_stream(resp.into_body(), None).await;
+            }
+        }
+    }
+
+    async fn fail(&self, up_id: Option<u64>, why: &str) {
+        log_warn!("MCP {}: upstream: {why}", self.bridge.server);
+        if let Some(id) = up_id {
+            let m = Message::error(Value::from(id), code::UPSTREAM_UNAVAILABLE, why, None);
+            self.bridge.from_upstream(m.to_value(), None).await;
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Value>) {
+        while let Some(v) = rx.recv().await {
+            if v.is_null() {
+                break;
+            }
+            let is_request = v.get("id").is_some() && v.get("method").is_some();
+            if is_request {
+                tokio::spawn(self.clone().post(v));
+            } else {
+                // Notifications and responses in order.
+                self.clone().post(v).await;
+            }
+        }
+        if let Some(s) = self.session() {
+            if let Ok(mut req) = self.request(Method::DELETE, &self.url, Bytes::new()) {
+                req.headers_mut().insert("mcp-session-id", s);
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await;
+            }
+        }
+        self.bridge.upstream_closed("shutdown").await;
+    }
+
+    /// HTTP+SSE (2024-11-05): GET the SSE URL, wait for the `endpoint` event, POST every
+    /// message there; everything the server sends comes on the SSE stream.
+    async fn run_sse(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Value>) {
+        let mut req = match self.request(Method::GET, &self.url, Bytes::new()) {
+            Ok(r) => r,
+            Err(e) => return self.bridge.upstream_closed(&e).await,
+        };
+        req.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let resp = match tokio::time::timeout(Duration::from_secs(30), self.client.request(req)).await {
+            Ok(Ok(r)) if r.status().is_success() => r,
+            Ok(Ok(r)) => {
+                return self
+                    .bridge
+                    .upstream_closed(&format!("GET SSE: HTTP {}", r.status()))
+                    .await
+            }
+            Ok(Err(e)) => return self.bridge.upstream_closed(&format!("GET SSE: {e}")).await,
+            Err(_) => return self.bridge.upstream_closed("GET SSE: no answer in 30 s").await,
+        };
+        let (ep_tx, ep_rx) = tokio::sync::oneshot::channel::<Uri>();
+        let me = self.clone();
+        let mut reader = tokio::spawn(async move {
+            let mut body = resp.into_body();
+            let mut parser = sse::Parser::new(me.max);
+            let mut ep_tx = Some(ep_tx);
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                let Ok(data) = frame.into_data() else { continue };
+                let Ok(events) = parser.push(&data) else { break };
+                for e in events {
+                    if e.event == "endpoint" {
+                        match me.resolve(&e.data) {
+                            Ok(u) => {
+                                if let Some(tx) = ep_tx.take() {
+                                    let _ = tx.send(u);
+                                }
+                            }
+                            Err(err) => {
+                                log_warn!("MCP {}: {err}", me.bridge.server);
+                                return;
+                            }
+                        }
+                    } else if e.event.is_empty() || e.event == "message" {
+                        me.bridge.from_upstream_bytes(e.data.as_bytes(), None).await;
+                    }
+                }
+            }
+        });
+        let endpoint = tokio::select! {
+            e = ep_rx => e.ok(),
+            _ = &mut reader => None,
+        };
+        let Some(endpoint) = endpoint else {
+            reader.abort();
+            return self.bridge.upstream_closed("the SSE stream gave no endpoint").await;
+        };
+        log_info!("MCP {}: HTTP+SSE endpoint {endpoint}", self.bridge.server);
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(v) if !v.is_null() => {
+                        let up_id = v.get("method").and_then(|_| v.get("id")).and_then(Value::as_u64);
+                        let body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+                        let sent = match self.request(Method::POST, &endpoint, body) {
+                            Ok(mut r) => {
+                                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                                self.client.request(r).await.map_err(|e| e.to_string()).and_then(|resp| {
+                                    if resp.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", resp.status())) }
+                                })
+                            }
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = sent {
+                            self.fail(up_id, &format!("POST to the SSE endpoint failed: {e}")).await;
+                        }
+                    }
+                    _ => break,
+                },
+                _ = &mut reader => {
+                    return self.bridge.upstream_closed("the SSE stream ended").await;
+                }
+            }
+        }
+        reader.abort();
+        self.bridge.upstream_closed("shutdown").await;
+    }
+
+    /// The endpoint URI of an `endpoint` event: relative to the SSE URL, or absolute
+    /// on the same origin.
+    fn resolve(&self, data: &str) -> Result<Uri, String> {
+        let data = data.trim();
+        let u: Uri = if data.starts_with('/') {
+            let auth = self.url.authority().map(|a| a.as_str()).unwrap_or("");
+            format!("http://{auth}{data}")
+                .parse()
+                .map_err(|e| format!("endpoint {data:?}: {e}"))?
+        } else {
+            data.parse().map_err(|e| format!("endpoint {data:?}: {e}"))?
+        };
+        if u.scheme_str() != Some("http") || u.authority() != self.url.authority() {
+            return Err(format!("endpoint {data:?} is not on the SSE URL's origin: refused"));
+        }
+        Ok(u)
+    }
+}
+
+async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the upstream's answer: {e}"))?;
+        if let Ok(d) = frame.into_data() {
+            if out.len().saturating_add(d.len()) > max {
+                return Err(format!("the upstream's answer exceeds {max} bytes"));
+            }
+            out.extend_from_slice(&d);
+        }
+    }
+    Ok(out)
+}
