@@ -3,7 +3,7 @@
 //! Exit codes: 0 success (the server stopped on SIGTERM or ctrl-c); 1 the server could
 //! not run (store locked or damaged, cannot listen); 2 usage or configuration error.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +40,30 @@ enum Cmd {
     /// Create API tokens and their configuration entries
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The MCP interceptor on stdio: spawn an MCP server and govern every message between it and our stdin/stdout
+    Mcp {
+        /// Speak stdio on the client side (the only mode of this subcommand; HTTP is served by `serve` at /mcp/{server})
+        #[arg(long, required = true)]
+        stdio: bool,
+        /// The configuration file (kernel store, keys, policy, [mcp])
+        #[arg(long, short, value_name = "FILE", default_value = "helm-proxy.toml")]
+        config: PathBuf,
+        /// The server's name: its tools are `NAME/tool` for the policy
+        #[arg(long, value_name = "NAME")]
+        server: String,
+        /// The principal (default: [mcp] stdio_principal)
+        #[arg(long)]
+        principal: Option<String>,
+        /// The kernel session (default: mcp-stdio-<random>)
+        #[arg(long)]
+        session: Option<String>,
+        /// Use this store directory instead of the configuration's (a store is used by one process at a time)
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// The MCP server command and its arguments (after `--`)
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +101,12 @@ impl From<ScopeArg> for Scope {
     }
 }
 
+/// Writes to standard output; a closed pipe (`| head`) is not an error.
+fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|()| o.flush());
+}
+
 fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("helm-proxy: {message}");
     ExitCode::from(code)
@@ -104,7 +134,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
     out.push_str("\n# effective configuration (defaults filled in, paths absolute):\n");
     out.push_str(&text);
-    print!("{out}");
+    crate::out(&out);
     ExitCode::SUCCESS
 }
 
@@ -119,12 +149,12 @@ fn token(cmd: &TokenCmd) -> ExitCode {
             names.sort();
             names.dedup();
             let list: Vec<String> = names.iter().map(|s| format!("{:?}", s.name())).collect();
-            println!("# the token (give it to the client; it is not stored anywhere):");
-            println!("# {t}");
-            println!("[[token]]");
-            println!("principal = {principal:?}");
-            println!("token_sha256 = \"{}\"", token_digest_hex(&t));
-            println!("scopes = [{}]", list.join(", "));
+            out(&format!(
+                "# the token (give it to the client; it is not stored anywhere):\n# {t}\n[[token]]\n\
+                 principal = {principal:?}\ntoken_sha256 = \"{}\"\nscopes = [{}]\n",
+                token_digest_hex(&t),
+                list.join(", ")
+            ));
             ExitCode::SUCCESS
         }
         TokenCmd::Hash => {
@@ -137,7 +167,7 @@ fn token(cmd: &TokenCmd) -> ExitCode {
             if t.is_empty() {
                 return fail(2, "no token on standard input");
             }
-            println!("{}", token_digest_hex(t));
+            out(&format!("{}\n", token_digest_hex(t)));
             ExitCode::SUCCESS
         }
     }
@@ -165,5 +195,33 @@ fn main() -> ExitCode {
         }
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::Token(t) => token(t),
+        Cmd::Mcp {
+            stdio: _,
+            config,
+            server,
+            principal,
+            session,
+            store,
+            command,
+        } => {
+            let mut c = match Config::load(config) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e.to_string()),
+            };
+            if let Some(dir) = store {
+                c.store.dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            }
+            let opts = helm_proxy::mcp::StdioOptions {
+                server: server.clone(),
+                command: command.clone(),
+                principal: principal.clone(),
+                session: session.clone(),
+            };
+            match helm_proxy::mcp::run_stdio(&c, opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ ServeError::Config(_)) => fail(2, &e.to_string()),
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
     }
 }
