@@ -125,6 +125,9 @@ struct State {
     tasks: HashMap<String, (String, Instant)>,
     violation_recorded: bool,
     closed: bool,
+    /// Upstream ids of requests the client cancelled (late answers are dropped).
+    cancelled_up: HashSet<u64>,
+    client_gone: bool,
 }
 
 /// One conversation.
@@ -184,7 +187,16 @@ impl Bridge {
         self.lock().closed
     }
 
+    /// The client is gone (end of its input, or its HTTP session was deleted): nothing
+    /// more is sent to it; calls already forwarded still get their EFFECT.
+    pub fn client_closed(&self) {
+        self.lock().client_gone = true;
+    }
+
     fn to_client(&self, msg: &Message, related: Option<String>) {
+        if self.lock().client_gone {
+            return;
+        }
         let _ = self.client.send(ToClient {
             msg: msg.to_value(),
             related,
@@ -422,9 +434,17 @@ impl Bridge {
                 st.cancelled.insert(key);
                 return;
             }
-            let Some(up) = st.by_client.get(&key).copied() else {
+            let Some(up) = st.by_client.remove(&key) else {
                 return;
             };
+            // The request is over for the client: a late answer is dropped, a forwarded
+            // call's EFFECT is `aborted` now.
+            let pending = st.pending.remove(&up);
+            if let Some(t) = pending.as_ref().and_then(|p| p.progress.as_ref()) {
+                st.progress.remove(t);
+            }
+            st.cancelled_up.insert(up);
+            drop(st);
             let mut p = params.clone().unwrap_or_default();
             p.insert("requestId".into(), Value::from(up));
             let _ = self.up.send(
@@ -434,6 +454,22 @@ impl Bridge {
                 }
                 .to_value(),
             );
+            if let Some(Pending {
+                kind: Kind::Governed { intent, started, .. },
+                ..
+            }) = pending
+            {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.report(
+                        intent,
+                        EffectStatus::Aborted,
+                        b"cancelled by the client".to_vec(),
+                        started,
+                    )
+                    .await
+                });
+            }
             return;
         }
         if !st.closed {
@@ -919,8 +955,10 @@ impl Bridge {
             p
         };
         let Some(p) = pending else {
-            self.upstream_violation(&format!("a response to no pending request (id {up})"))
-                .await;
+            if !self.lock().cancelled_up.remove(&up) {
+                self.upstream_violation(&format!("a response to no pending request (id {up})"))
+                    .await;
+            }
             return;
         };
         let mut msg = msg;

@@ -195,6 +195,7 @@ pub async fn serve_stdio<R, W>(
         s = stop => s,
     };
     log_info!("MCP stdio: {why}: shutting the upstream down");
+    bridge.client_closed();
     // Let calls in flight finish for a moment, then close the child's stdin.
     let mut upstream = upstream;
     let _ = up_tx.send(Value::Null);

@@ -1,0 +1,428 @@
+//! The MCP interceptor end to end with real peers: the official MCP Python SDK (1.x and
+//! 2.x lines, each in its own virtual environment) as the client, our small FastMCP
+//! server (`tests/mcp_py/server.py`) and the reference servers from the npm registry
+//! (`@modelcontextprotocol/server-everything`, `@modelcontextprotocol/server-filesystem`)
+//! as upstreams; `helm-proxy mcp --stdio` and `helm-proxy serve` (Streamable HTTP and
+//! HTTP+SSE) in between. Every store is then verified record by record, its decisions
+//! replayed, and exported and verified by `helm-airgap`.
+//!
+//! The peers come from `.ci/run` (see its "MCP peers" step), found through
+//! `HELM_MCP_PY1`, `HELM_MCP_PY2` (python executables) and `HELM_MCP_NODE` (a directory
+//! whose `node_modules/.bin` has the reference servers), or under `target/mcp-peers/`.
+//! Without them the tests say so and pass, unless `HELM_REQUIRE_MCP_PEERS=1` (CI), where a
+//! missing peer fails.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use verify_core::{Body, Kind, Record};
+
+/// The policy of these tests: server `t` is tests/mcp_py/server.py, `everything` and
+/// `fs` are the reference servers.
+pub const MCP_BUNDLE: &str = r#"
+name = "mcp-test"
+other_tools = "deny"
+
+[[rule]]
+id = "harmless"
+tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
+verdict = "allow"
+require = ["true"]
+
+[[rule]]
+id = "read-workspace"
+tools = ["t/read_file"]
+verdict = "allow"
+require = ["args.path matches '/workspace/*'"]
+
+[[rule]]
+id = "no-rm"
+tools = ["t/rm"]
+verdict = "deny"
+require = ["true"]
+
+[[rule]]
+id = "deploy-needs-approval"
+tools = ["t/deploy"]
+verdict = "escalate"
+require = ["true"]
+escalation = { role = "approver", quorum = 1, ttl_ms = 600000 }
+
+[[rule]]
+id = "fs-read"
+tools = ["fs/read_text_file", "fs/read_file", "fs/list_directory"]
+verdict = "allow"
+require = ["args.path matches '/tmp/helm-mcp-fs-*'", "not (args.path contains '..')"]
+
+[[rule]]
+id = "fs-write"
+tools = ["fs/write_file"]
+verdict = "allow"
+require = ["args.path matches '/tmp/helm-mcp-fs-*'", "not (args.path contains '..')"]
+
+[[rule]]
+id = "client-features"
+tools = ["*:sampling/createMessage", "*:roots/list", "*:elicitation/create"]
+verdict = "allow"
+require = ["true"]
+
+[[rule]]
+id = "notes"
+tools = ["*:resources/read"]
+verdict = "allow"
+require = ["args.uri matches 'note://*'"]
+
+[[rule]]
+id = "prompts"
+tools = ["*:prompts/get"]
+verdict = "allow"
+require = ["true"]
+"#;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn required() -> bool {
+    std::env::var("HELM_REQUIRE_MCP_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// A peer that may be missing: `None` (with a note) unless peers are required.
+fn peer(env: &str, default: PathBuf, what: &str) -> Option<PathBuf> {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        !required(),
+        "HELM_REQUIRE_MCP_PEERS=1 but {what} is missing at {} (set {env}, or run .ci/run's MCP peers step)",
+        p.display()
+    );
+    eprintln!("NOTE: {what} not found at {} (set {env}): skipped", p.display());
+    None
+}
+
+fn py1() -> Option<PathBuf> {
+    peer(
+        "HELM_MCP_PY1",
+        workspace().join("target/mcp-peers/venv1/bin/python"),
+        "python with mcp 1.x",
+    )
+}
+
+fn py2() -> Option<PathBuf> {
+    peer(
+        "HELM_MCP_PY2",
+        workspace().join("target/mcp-peers/venv2/bin/python"),
+        "python with mcp 2.x",
+    )
+}
+
+fn node_bin(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("HELM_MCP_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/mcp-peers/node"));
+    peer("HELM_MCP_NODE", dir.join("node_modules/.bin").join(name), name)
+}
+
+fn mcp_py(file: &str) -> String {
+    workspace()
+        .join("proxy/tests/mcp_py")
+        .join(file)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn proxy_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_helm-proxy")
+}
+
+/// A setup (keys, trust, config) whose bundle is [`MCP_BUNDLE`] and whose config has
+/// `[mcp]` with `mcp_extra` in it.
+fn mcp_setup(mcp_extra: &str) -> Setup {
+    let setup = Setup::new();
+    let bundle = guardian::Bundle::from_toml(MCP_BUNDLE).unwrap();
+    std::fs::write(
+        setup.path().join("bundle.signed"),
+        guardian::sign_bundle(&bundle, &signer("author-1")),
+    )
+    .unwrap();
+    let mut config = std::fs::read_to_string(setup.config()).unwrap();
+    config.push_str(&format!(
+        "\n[mcp]\nescalation_wait_ms = 300\nstdio_principal = \"agent-7\"\n{mcp_extra}\n"
+    ));
+    std::fs::write(setup.config(), config).unwrap();
+    setup
+}
+
+/// Runs `python check.py ARGS`, echoing its output; panics unless it exits 0.
+fn run_check(python: &Path, args: &[String], env: &[(&str, &str)], dir: &Path) -> String {
+    let t0 = Instant::now();
+    let mut cmd = Command::new(python);
+    cmd.arg(mcp_py("check.py")).args(args).current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "$ check.py {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}\n({} ms)", t0.elapsed().as_millis());
+    assert!(out.status.success(), "check.py failed:\n{text}");
+    text
+}
+
+fn stdio_args(setup: &Setup, scenario: &str, server: &str, upstream: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--transport".into(),
+        "stdio".into(),
+        "--scenario".into(),
+        scenario.into(),
+        "--".into(),
+        proxy_bin().into(),
+        "mcp".into(),
+        "--stdio".into(),
+        "--config".into(),
+        setup.config().to_str().unwrap().into(),
+        "--server".into(),
+        server.into(),
+        "--".into(),
+    ];
+    a.extend(upstream.iter().cloned());
+    a
+}
+
+/// Kinds of the store's records, and the VIOLATION codes, EFFECT statuses.
+fn summary(records: &[Vec<u8>]) -> (Vec<Kind>, Vec<String>, Vec<String>) {
+    let mut kinds = Vec::new();
+    let mut violations = Vec::new();
+    let mut effects = Vec::new();
+    for r in records {
+        let r = Record::decode(r).unwrap();
+        kinds.push(r.kind);
+        match r.body {
+            Body::Violation { code, .. } => violations.push(code.to_owned()),
+            Body::Effect { status, tool, .. } => effects.push(format!("{tool}:{status:?}")),
+            _ => {}
+        }
+    }
+    (kinds, violations, effects)
+}
+
+fn verify_store(setup: &Setup) -> (Vec<Kind>, Vec<String>, Vec<String>) {
+    let records = store_records(&setup.store());
+    verify(&records);
+    replay(&records, &store_blobs(&setup.store()));
+    airgap_export_verify_replay(setup);
+    summary(&records)
+}
+
+#[test]
+fn stdio_python_sdk_allow_deny_escalate_progress_cancel_sampling_then_rug_pull() {
+    for (line, python) in [("1.x", py1()), ("2.x", py2())] {
+        let Some(python) = python else { continue };
+        let server_py = py1().unwrap_or_else(|| python.clone());
+        eprintln!("=== mcp {line} client over stdio ===");
+        let setup = mcp_setup("");
+        let upstream = vec![server_py.to_str().unwrap().to_owned(), mcp_py("server.py")];
+        run_check(&python, &stdio_args(&setup, "full", "t", &upstream), &[], setup.path());
+        // The same server, restarted with a changed definition of `echo`: the pin made in
+        // the first run (in the store) catches it.
+        run_check(
+            &python,
+            &stdio_args(&setup, "changed", "t", &upstream),
+            &[("HELM_TEST_VARIANT", "changed")],
+            setup.path(),
+        );
+        let (kinds, violations, effects) = verify_store(&setup);
+        assert!(kinds.contains(&Kind::Attestation), "tool pins are recorded");
+        assert!(
+            violations.iter().any(|v| v == "TOOL_DEFINITION_CHANGED"),
+            "{violations:?}"
+        );
+        assert!(effects.iter().any(|e| e == "t/echo:Succeeded"), "{effects:?}");
+        assert!(
+            effects.iter().any(|e| e == "t/sleepy:Aborted"),
+            "the cancelled call: {effects:?}"
+        );
+        assert!(
+            effects.iter().any(|e| e == "t:sampling/createMessage:Succeeded"),
+            "the sampling request is recorded: {effects:?}"
+        );
+        assert!(!effects.iter().any(|e| e.starts_with("t/rm")), "{effects:?}");
+    }
+}
+
+#[test]
+fn stdio_reference_servers_everything_and_filesystem() {
+    let Some(python) = py1() else { return };
+    let (Some(everything), Some(fs)) = (node_bin("mcp-server-everything"), node_bin("mcp-server-filesystem")) else {
+        return;
+    };
+    let setup = mcp_setup("");
+    run_check(
+        &python,
+        &stdio_args(
+            &setup,
+            "everything",
+            "everything",
+            &[everything.to_str().unwrap().into(), "stdio".into()],
+        ),
+        &[],
+        setup.path(),
+    );
+    let root = tempfile::Builder::new()
+        .prefix("helm-mcp-fs-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(root.path().join("hello.txt"), "hello from the workspace").unwrap();
+    let mut args = stdio_args(
+        &setup,
+        "filesystem",
+        "fs",
+        &[fs.to_str().unwrap().into(), root.path().to_str().unwrap().into()],
+    );
+    args.splice(0..0, ["--fs-root".to_owned(), root.path().to_str().unwrap().to_owned()]);
+    run_check(&python, &args, &[], setup.path());
+    let (_, _, effects) = verify_store(&setup);
+    assert!(effects.iter().any(|e| e == "everything/echo:Succeeded"), "{effects:?}");
+    assert!(effects.iter().any(|e| e == "fs/write_file:Succeeded"), "{effects:?}");
+}
+
+/// A raw conversation with `helm-proxy mcp --stdio`: one JSON line in, the answers out.
+struct Raw {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Raw {
+    fn start(setup: &Setup, upstream: &[String]) -> Raw {
+        let mut child = Command::new(proxy_bin())
+            .args(["mcp", "--stdio", "--config"])
+            .arg(setup.config())
+            .args(["--server", "t", "--"])
+            .args(upstream)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Raw { child, stdin, out }
+    }
+
+    fn send(&mut self, line: &str) {
+        let w = self.stdin.as_mut().unwrap();
+        w.write_all(line.as_bytes()).unwrap();
+        w.write_all(b"\n").unwrap();
+        w.flush().unwrap();
+    }
+
+    fn recv(&mut self) -> Value {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "helm-proxy closed its stdout");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
+    }
+
+    fn call(&mut self, v: Value) -> Value {
+        self.send(&v.to_string());
+        self.recv()
+    }
+}
+
+#[test]
+fn stdio_raw_protocol_fail_closed_and_versions() {
+    let Some(python) = py1() else { return };
+    let setup = mcp_setup("max_message_bytes = 4096");
+    let upstream = vec![python.to_str().unwrap().to_owned(), mcp_py("server.py")];
+    let mut raw = Raw::start(&setup, &upstream);
+    // Before initialize: only the handshake (and the modern probe) pass.
+    let r = raw.call(
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}),
+    );
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    // Not JSON, not JSON-RPC, an oversized line: errors, nothing forwarded.
+    raw.send("{not json");
+    assert_eq!(raw.recv()["error"]["code"], -32700);
+    let r = raw.call(json!({"jsonrpc":"1.0","id":2,"method":"ping"}));
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    raw.send(&format!(
+        r#"{{"jsonrpc":"2.0","id":3,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(5000)
+    ));
+    let r = raw.recv();
+    assert!(r["error"]["message"].as_str().unwrap().contains("larger than"), "{r}");
+    // The oldest revision negotiates.
+    let r = raw.call(json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{
+        "protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}));
+    assert_eq!(r["id"], "init");
+    assert_eq!(r["result"]["protocolVersion"], "2024-11-05", "{r}");
+    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    // Batches are refused in 2024-11-05 (only 2025-03-26 has them).
+    raw.send(r#"[{"jsonrpc":"2.0","id":4,"method":"ping"}]"#);
+    let r = raw.recv();
+    assert!(r["error"]["message"].as_str().unwrap().contains("batches"), "{r}");
+    // Methods outside the revision's allowlist are refused.
+    let r = raw.call(json!({"jsonrpc":"2.0","id":5,"method":"tasks/list"}));
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    let r = raw.call(json!({"jsonrpc":"2.0","id":6,"method":"admin/shutdown"}));
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    // A governed call works; a string id comes back as the same string.
+    let r = raw.call(
+        json!({"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"echo","arguments":{"message":"raw"}}}),
+    );
+    assert_eq!(r["id"], "c1");
+    assert_eq!(r["result"]["content"][0]["text"], "echo: raw", "{r}");
+    // A call without a tools/list first: the proxy lists on its own (ids of its own),
+    // the client's ids are unaffected.
+    let r = raw
+        .call(json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}));
+    assert_eq!(r["id"], 7);
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    // Arguments that are not an object: refused.
+    let r = raw.call(json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":[1]}}));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    // A duplicate id in flight is refused, the first call still answered.
+    // Clean shutdown: close stdin; the proxy closes the server's stdin and exits 0.
+    drop(raw.stdin.take());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = raw.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "helm-proxy did not exit after end of input"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    raw.out.read_to_string(&mut rest).unwrap();
+    eprintln!("clean shutdown in {} ms", t0.elapsed().as_millis());
+    verify_store(&setup);
+}
