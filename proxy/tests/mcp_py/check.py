@@ -55,6 +55,19 @@ def check(cond, what, detail=""):
     ok(what)
 
 
+def err(result):
+    """`isError` (1.x) or `is_error` (2.x)."""
+    v = getattr(result, "is_error", None)
+    return bool(v if v is not None else getattr(result, "isError", False))
+
+
+def meta(result):
+    m = getattr(result, "meta", None)
+    if m is None:
+        m = getattr(result, "_meta", None)
+    return m or {}
+
+
 def text_of(result):
     return " ".join(getattr(c, "text", "") for c in result.content)
 
@@ -112,11 +125,11 @@ async def scenario_full(s, args):
         str(names),
     )
     r = await s.call_tool("echo", {"message": "hi"})
-    check(not r.isError and text_of(r) == "echo: hi", "an allowed call reaches the server", text_of(r))
+    check(not err(r) and text_of(r) == "echo: hi", "an allowed call reaches the server", text_of(r))
     r = await s.call_tool("add", {"a": 2, "b": 3})
-    check(not r.isError and "5" in text_of(r), "allowed call with integer arguments", text_of(r))
+    check(not err(r) and "5" in text_of(r), "allowed call with integer arguments", text_of(r))
     r = await s.call_tool("read_file", {"path": "/workspace/a.txt"})
-    check(not r.isError, "read_file inside /workspace is allowed", text_of(r))
+    check(not err(r), "read_file inside /workspace is allowed", text_of(r))
     if args.deny_as == "error":
         try:
             await s.call_tool("read_file", {"path": "/etc/passwd"})
@@ -125,11 +138,11 @@ async def scenario_full(s, args):
             check("POLICY_DENY" in str(e), "a denied call is a JSON-RPC error naming POLICY_DENY", str(e))
     else:
         r = await s.call_tool("read_file", {"path": "/etc/passwd"})
-        check(r.isError and "POLICY_DENY" in text_of(r), "read_file outside /workspace is denied (isError, POLICY_DENY)", text_of(r))
-        meta = (r.meta or {}).get("helm/decision") if hasattr(r, "meta") else None
-        check(meta is not None and meta["status"] == "deny" and meta["decision"], "the denial carries the DECISION in _meta", str(meta))
+        check(err(r) and "POLICY_DENY" in text_of(r), "read_file outside /workspace is denied (isError, POLICY_DENY)", text_of(r))
+        d = meta(r).get("helm/decision")
+        check(d is not None and d["status"] == "deny" and d["decision"], "the denial carries the DECISION in _meta", str(d))
         r = await s.call_tool("rm", {"path": "/workspace/a"})
-        check(r.isError and "POLICY_DENY" in text_of(r) and "no-rm" in text_of(r), "rm is denied by its rule even though unlisted", text_of(r))
+        check(err(r) and "POLICY_DENY" in text_of(r) and "no-rm" in text_of(r), "rm is denied by its rule even though unlisted", text_of(r))
         try:
             await s.call_tool("nonexistent", {})
             check(False, "an unknown tool is refused")
@@ -137,14 +150,14 @@ async def scenario_full(s, args):
             check("unknown tool" in str(e), "an unknown tool is a JSON-RPC error (-32602), never forwarded", str(e))
         # Escalation: pending, then approved over HTTP, then the same call is allowed.
         r = await s.call_tool("deploy", {"target": "prod"})
-        check(r.isError and "approval" in text_of(r).lower(), "deploy is held for approval (approval pending)", text_of(r))
-        decision = r.meta["helm/decision"]
+        check(err(r) and "approval" in text_of(r).lower(), "deploy is held for approval (approval pending)", text_of(r))
+        decision = meta(r)["helm/decision"]
         check(decision["status"] == "pending" and decision["approval"]["id"], "pending answer carries the approval id", str(decision))
         if args.transport != "stdio" and args.approver_token:
             code, body = approve(args, decision)
             check(code == 200 and '"approved"' in body, "the approver signs the challenge over HTTP", body)
             r = await s.call_tool("deploy", {"target": "prod"})
-            check(not r.isError and text_of(r) == "deployed prod", "the same call after the grant is allowed", text_of(r))
+            check(not err(r) and text_of(r) == "deployed prod", "the same call after the grant is allowed", text_of(r))
     # Progress passes faithfully.
     seen = []
 
@@ -199,9 +212,9 @@ async def scenario_changed(s, args):
             check("TOOL_DEFINITION_CHANGED" in str(e), "the changed tool is refused (TOOL_DEFINITION_CHANGED)", str(e))
     else:
         r = await s.call_tool("echo", {"message": "hi"})
-        check(r.isError and "TOOL_DEFINITION_CHANGED" in text_of(r), "the changed tool is refused (TOOL_DEFINITION_CHANGED)", text_of(r))
+        check(err(r) and "TOOL_DEFINITION_CHANGED" in text_of(r), "the changed tool is refused (TOOL_DEFINITION_CHANGED)", text_of(r))
     r = await s.call_tool("add", {"a": 1, "b": 1})
-    check(not r.isError, "unchanged tools still work", text_of(r))
+    check(not err(r), "unchanged tools still work", text_of(r))
 
 
 async def scenario_everything(s, args):
@@ -209,11 +222,11 @@ async def scenario_everything(s, args):
     names = sorted(t.name for t in tools.tools)
     check("echo" in names and "get-sum" in names and "get-env" not in names, "everything: list filtered (no get-env)", str(names))
     r = await s.call_tool("echo", {"message": "hello"})
-    check(not r.isError and "hello" in text_of(r), "everything/echo allowed", text_of(r))
+    check(not err(r) and "hello" in text_of(r), "everything/echo allowed", text_of(r))
     r = await s.call_tool("get-sum", {"a": 2, "b": 40})
-    check(not r.isError and "42" in text_of(r), "everything/get-sum allowed", text_of(r))
+    check(not err(r) and "42" in text_of(r), "everything/get-sum allowed", text_of(r))
     r = await s.call_tool("get-env", {})
-    check(r.isError and "TOOL_NOT_ALLOWED" in text_of(r), "everything/get-env refused (TOOL_NOT_ALLOWED)", text_of(r))
+    check(err(r) and "TOOL_NOT_ALLOWED" in text_of(r), "everything/get-env refused (TOOL_NOT_ALLOWED)", text_of(r))
     check("PATH" not in text_of(r), "the environment did not leak")
     seen = []
 
@@ -221,7 +234,7 @@ async def scenario_everything(s, args):
         seen.append(progress)
 
     r = await s.call_tool("trigger-long-running-operation", {"duration": 1, "steps": 2}, progress_callback=on_progress)
-    check(not r.isError and len(seen) >= 2, "everything: progress of a long-running operation passes", f"{seen} {text_of(r)}")
+    check(not err(r) and len(seen) >= 2, "everything: progress of a long-running operation passes", f"{seen} {text_of(r)}")
 
 
 async def scenario_filesystem(s, args):
@@ -230,14 +243,14 @@ async def scenario_filesystem(s, args):
     names = sorted(t.name for t in tools.tools)
     check("read_text_file" in names and "write_file" in names and "move_file" not in names, "filesystem: list filtered", str(names))
     r = await s.call_tool("read_text_file", {"path": f"{root}/hello.txt"})
-    check(not r.isError and "hello from the workspace" in text_of(r), "filesystem: read inside the root", text_of(r))
+    check(not err(r) and "hello from the workspace" in text_of(r), "filesystem: read inside the root", text_of(r))
     r = await s.call_tool("write_file", {"path": f"{root}/out.txt", "content": "x"})
-    check(not r.isError, "filesystem: write inside the root", text_of(r))
+    check(not err(r), "filesystem: write inside the root", text_of(r))
     r = await s.call_tool("write_file", {"path": "/tmp/helm-outside.txt", "content": "x"})
-    check(r.isError and "POLICY_DENY" in text_of(r), "filesystem: write outside the root refused", text_of(r))
+    check(err(r) and "POLICY_DENY" in text_of(r), "filesystem: write outside the root refused", text_of(r))
     check(not os.path.exists("/tmp/helm-outside.txt"), "the file outside was not written")
     r = await s.call_tool("write_file", {"path": f"{root}/../escape.txt", "content": "x"})
-    check(r.isError, "filesystem: path traversal refused", text_of(r))
+    check(err(r), "filesystem: path traversal refused", text_of(r))
 
 
 async def run(args):
