@@ -88,7 +88,14 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         Some(o) => Some(crate::openai::OpenAi::open(o, kernel.clone(), &config.store.dir).map_err(ServeError::Config)?),
         None => None,
     };
-    let result = runtime.block_on(serve(config, state, kernel.clone(), openai));
+    // The MCP interceptor's HTTP endpoints, when [[mcp.server]]s are configured.
+    let mcp = if config.mcp.servers.is_empty() {
+        None
+    } else {
+        let shared = crate::mcp::McpShared::new(kernel.clone(), config.mcp.clone()).map_err(ServeError::Io)?;
+        Some(crate::mcp::http::McpHttp::new(shared, state.0.tokens.clone()))
+    };
+    let result = runtime.block_on(serve(config, state, kernel.clone(), openai, mcp));
     // Let blocking tasks still running finish before the kernel is dropped.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
@@ -99,6 +106,7 @@ async fn serve(
     state: AppState,
     kernel: Arc<Kernel>,
     openai: Option<Arc<crate::openai::OpenAi>>,
+    mcp: Option<Arc<crate::mcp::http::McpHttp>>,
 ) -> Result<(), ServeError> {
     let addr = config.listen_addr().map_err(ServeError::Config)?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -124,9 +132,12 @@ async fn serve(
         Duration::from_millis(config.server.tick_ms),
     ));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let app = match openai {
-        Some(o) => crate::api::router_with(state, crate::openai::routes(o)),
-        None => router(state),
+    let mcp_routes = mcp.clone().map(crate::mcp::http::routes);
+    let app = match (openai, mcp_routes) {
+        (Some(o), Some(m)) => crate::api::router_with(state, crate::openai::routes(o).merge(m)),
+        (Some(o), None) => crate::api::router_with(state, crate::openai::routes(o)),
+        (None, Some(m)) => crate::api::router_with(state, m),
+        (None, None) => router(state),
     };
     let mut server = tokio::spawn(
         axum::serve(listener, app)
@@ -148,6 +159,10 @@ async fn serve(
         Some(Err(e)) => Err(ServeError::Io(format!("server task failed: {e}"))),
         None => {
             let _ = stop_tx.send(true);
+            if let Some(m) = &mcp {
+                // Long-lived MCP streams end now; upstream servers are shut down cleanly.
+                m.shutdown().await;
+            }
             let grace = Duration::from_millis(config.server.shutdown_grace_ms);
             match tokio::time::timeout(grace, &mut server).await {
                 Ok(_) => {}
