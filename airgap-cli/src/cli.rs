@@ -226,6 +226,17 @@ struct ExportArgs {
     /// With --sample: also write the (public, test-only) kernel key as a key file
     #[arg(long, value_name = "FILE", conflicts_with = "records")]
     key_out: Option<PathBuf>,
+    /// Write a partial pack of this session only: its records with inclusion proofs to the
+    /// last CHECKPOINT, plus the TRUST_EVENTs and parent records needed to verify them
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+    /// Partial pack of the records with kernel time at or after T (milliseconds since
+    /// 1970, or 2026-01-01T00:00:00.000Z); with --session, of that session only
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    since: Option<u64>,
+    /// Partial pack of the records with kernel time at or before T (as --since)
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    until: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,6 +269,10 @@ enum KeysCmd {
     },
     #[command(flatten)]
     Ceremony(crate::ceremony::Ceremony),
+}
+
+fn parse_time(s: &str) -> Result<u64, String> {
+    crate::time::parse_time(s)
 }
 
 fn parse_hash(s: &str) -> Result<Hash, String> {
@@ -339,6 +354,24 @@ pub(crate) enum ExportSource {
     },
 }
 
+/// What a partial pack selects (`export --session/--since/--until`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SelectionConfig {
+    pub(crate) session: Option<String>,
+    pub(crate) since: Option<u64>,
+    pub(crate) until: Option<u64>,
+}
+
+impl SelectionConfig {
+    pub(crate) fn selection(&self) -> verify_core::Selection<'_> {
+        verify_core::Selection {
+            session: self.session.as_deref(),
+            since: self.since,
+            until: self.until,
+        }
+    }
+}
+
 /// `export`.
 #[derive(Clone, Debug)]
 pub(crate) struct ExportConfig {
@@ -347,6 +380,8 @@ pub(crate) struct ExportConfig {
     pub(crate) wrapper: Wrapper,
     pub(crate) withhold: Vec<Hash>,
     pub(crate) source: ExportSource,
+    /// `Some`: a partial pack (spec/evidencepack.md §9).
+    pub(crate) selection: Option<SelectionConfig>,
 }
 
 /// `keys generate`.
@@ -556,12 +591,30 @@ fn export_config(a: ExportArgs) -> Result<ExportConfig, clap::Error> {
             ))
         }
     };
+    if let (Some(since), Some(until)) = (a.since, a.until) {
+        if since > until {
+            return Err(usage(ErrorKind::ValueValidation, "--since is after --until"));
+        }
+    }
+    let selection = (a.session.is_some() || a.since.is_some() || a.until.is_some()).then_some(SelectionConfig {
+        session: a.session,
+        since: a.since,
+        until: a.until,
+    });
+    if selection
+        .as_ref()
+        .and_then(|s| s.session.as_ref())
+        .is_some_and(|s| s.len() > 256)
+    {
+        return Err(usage(ErrorKind::ValueValidation, "--session: at most 256 bytes"));
+    }
     Ok(ExportConfig {
         out: a.out,
         force: a.force,
         wrapper,
         withhold: a.withhold,
         source,
+        selection,
     })
 }
 
@@ -597,6 +650,37 @@ mod tests {
         assert!(parse(&["export", "-o", "x"]).is_err());
         assert!(parse(&["export", "--sample", "1", "-o", "-"]).is_err());
         assert!(parse(&["export", "--sample", "1", "--withhold", "AB", "-o", "x"]).is_err());
+    }
+
+    #[test]
+    fn partial_export_flags() {
+        let sel = |args: &[&str]| match parse(args) {
+            Ok(Command::Export(c)) => Ok(c.selection),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.exit_code()),
+        };
+        let base = ["export", "--records", "r", "--key", "k", "--no-verify", "-o", "x.tar"];
+        assert_eq!(sel(&base), Ok(None));
+        let with = |extra: &[&str]| sel(&[&base[..], extra].concat());
+        assert_eq!(
+            with(&["--session", "s-1"]),
+            Ok(Some(SelectionConfig {
+                session: Some("s-1".into()),
+                ..SelectionConfig::default()
+            }))
+        );
+        assert_eq!(
+            with(&["--since", "2026-01-01T00:00:00Z", "--until", "1767225600500"]),
+            Ok(Some(SelectionConfig {
+                session: None,
+                since: Some(1_767_225_600_000),
+                until: Some(1_767_225_600_500)
+            }))
+        );
+        assert_eq!(with(&["--since", "5", "--until", "4"]), Err(2));
+        assert_eq!(with(&["--since", "yesterday"]), Err(2));
+        assert_eq!(with(&["--session", &"x".repeat(257)]), Err(2));
+        assert!(sel(&["export", "--sample", "3", "--session", "session-000001", "-o", "x.tar"]).is_ok());
     }
 
     #[test]

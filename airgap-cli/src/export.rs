@@ -1,8 +1,12 @@
 //! `helm-airgap export -o OUT (--records FILE --key KEYFILE [--blobs DIR]
 //! (--trust-root FILE | --no-verify) | --sample SESSIONS [...]) [--compress W]
-//! [--withhold HEX]... [--force]`
+//! [--withhold HEX]... [--session ID] [--since T] [--until T] [--force]`
 //!
-//! Writes a canonical pack: the same inputs always give the same bytes. The pack is
+//! Writes a canonical pack: the same inputs always give the same bytes. With
+//! `--session`, `--since` or `--until` it writes a partial pack (spec/evidencepack.md §9):
+//! the selected records with inclusion proofs to the last CHECKPOINT of the records, the
+//! TRUST_EVENTs before it and the parents its DECISIONs, APPROVALs and EFFECTs need. The
+//! pack is
 //! verified in memory before anything is written (against `--trust-root`, or for
 //! `--sample` the test root key), and written atomically. Exit 0 written, 1 the inputs
 //! do not make a pack that verifies (nothing written), 2 usage or I/O error.
@@ -13,10 +17,12 @@ use std::io::Cursor;
 use std::path::Path;
 
 use pack_format::transport::{compress, Wrapper};
-use pack_format::{blob_reference, verify_reader, write_pack, NoObserver, PackContents, PackSummary, VerifyOptions};
+use pack_format::{
+    blob_reference, verify_reader, write_pack, write_partial_pack, NoObserver, PackContents, PackSummary, VerifyOptions,
+};
 use verify_core::{sha256, Hash, Record, Signer};
 
-use crate::cli::{ExportConfig, ExportSource};
+use crate::cli::{ExportConfig, ExportSource, SelectionConfig};
 use crate::encoding::{hex32, key_string};
 use crate::files::{check_absent, write_atomic, Input};
 use crate::framing;
@@ -31,10 +37,22 @@ fn test_seed(name: &str) -> [u8; 32] {
     sha256(format!("HELM TEST KEY - PUBLIC, NEVER USE FOR REAL - {name}").as_bytes())
 }
 
+/// What a partial export carries.
+struct PartialInfo {
+    /// Records carried, the checkpoint included.
+    carried: usize,
+    /// Of them, matching the selection.
+    selected: usize,
+    /// The checkpoint's position (its count): the number of records it covers.
+    position: usize,
+    checkpoint: Hash,
+}
+
 /// What to write, after the pack is built.
 struct Built {
     bytes: Vec<u8>,
     summary: Option<PackSummary>,
+    partial: Option<PartialInfo>,
 }
 
 fn build(
@@ -44,6 +62,7 @@ fn build(
     signer: &Signer,
     wrapper: Wrapper,
     anchors: Option<(&[[u8; 32]], &str)>,
+    selection: Option<&SelectionConfig>,
 ) -> Result<Built, CliError> {
     let referenced: BTreeSet<Hash> = records
         .iter()
@@ -58,13 +77,37 @@ fn build(
             );
         }
     }
-    let contents = PackContents {
-        records,
-        blobs,
-        withhold: withhold.iter().copied().collect(),
+    let cannot = |e: pack_format::WriteError| CliError::invalid(format!("cannot build the pack: {e}; nothing written"));
+    let withhold: BTreeSet<Hash> = withhold.iter().copied().collect();
+    let (tar, partial) = match selection {
+        None => {
+            let contents = PackContents {
+                records,
+                blobs,
+                withhold,
+            };
+            let tar = write_pack(&contents, signer.public_key(), |m| signer.sign(m)).map_err(cannot)?;
+            (tar, None)
+        }
+        Some(sel) => {
+            let p = write_partial_pack(
+                &records,
+                |h| blobs.get(h).copied(),
+                &sel.selection(),
+                &withhold,
+                signer.public_key(),
+                |m| signer.sign(m),
+            )
+            .map_err(cannot)?;
+            let info = PartialInfo {
+                carried: p.plan.carried.len(),
+                selected: p.plan.selected,
+                position: p.plan.checkpoint,
+                checkpoint: p.checkpoint,
+            };
+            (p.bytes, Some(info))
+        }
     };
-    let tar = write_pack(&contents, signer.public_key(), |m| signer.sign(m))
-        .map_err(|e| CliError::invalid(format!("cannot build the pack: {e}; nothing written")))?;
     let bytes = compress(&tar, wrapper).map_err(|e| CliError::io("compressing the pack", &e))?;
     let summary = match anchors {
         None => None,
@@ -84,7 +127,11 @@ fn build(
             }
         }
     };
-    Ok(Built { bytes, summary })
+    Ok(Built {
+        bytes,
+        summary,
+        partial,
+    })
 }
 
 fn report(out: &mut Out, cfg: &ExportConfig, built: &Built, verified_by: &str) {
@@ -110,6 +157,18 @@ fn report(out: &mut Out, cfg: &ExportConfig, built: &Built, verified_by: &str) {
             outln!(out, "  verified before writing against {}", Safe(verified_by));
         }
         None => outln!(out, "  NOT verified (--no-verify)"),
+    }
+    if let Some(p) = &built.partial {
+        outln!(
+            out,
+            "  partial pack: {} of {} records ({} selected, the others TRUST_EVENTs and records they need), \
+             proven against checkpoint {} at position {}",
+            p.carried.saturating_sub(1),
+            p.position,
+            p.selected,
+            hex::encode(p.checkpoint),
+            p.position
+        );
     }
 }
 
@@ -139,6 +198,7 @@ fn sample(
         &run.kernel,
         cfg.wrapper,
         Some((&run.anchors, "the test root key")),
+        cfg.selection.as_ref(),
     )?;
     write_atomic(&cfg.out, &built.bytes, cfg.force, 0o644)?;
     let mut out = Out::new();
@@ -335,7 +395,8 @@ fn write_records(
     trust: Option<&TrustRoot>,
 ) -> Result<Status, CliError> {
     let missing = referenced.iter().filter(|h| !blob_data.contains_key(*h)).count();
-    if missing > 0 {
+    // (A partial pack lists only its own records' missing blobs: see its report.)
+    if missing > 0 && cfg.selection.is_none() {
         note!(
             "note: {missing} of {} referenced blobs are not available; they are withheld",
             referenced.len()
@@ -347,7 +408,15 @@ fn write_records(
         (Some(t), Some(k)) => Some((k.as_slice(), t.file.as_str())),
         _ => None,
     };
-    let built = build(parts, blobs, &cfg.withhold, &key.signer(), cfg.wrapper, anchors)?;
+    let built = build(
+        parts,
+        blobs,
+        &cfg.withhold,
+        &key.signer(),
+        cfg.wrapper,
+        anchors,
+        cfg.selection.as_ref(),
+    )?;
     write_atomic(&cfg.out, &built.bytes, cfg.force, 0o644)?;
     let by = trust
         .map(|t| format!("trust root {} (anchors: {})", t.file, t.names().join(", ")))

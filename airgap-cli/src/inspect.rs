@@ -59,6 +59,8 @@ enum NodeBody {
 #[derive(Clone, Debug)]
 struct Node {
     index: u64,
+    /// Partial packs: the position its proof item states (unchecked).
+    position: Option<u64>,
     hash: Hash,
     kind: Kind,
     time: u64,
@@ -73,6 +75,26 @@ struct SessionAcc {
     principals: Vec<String>,
     more_principals: bool,
     nodes: Vec<usize>,
+}
+
+/// Longest proof item: `[index, 64 hashes, 64 hashes]`.
+const MAX_ITEM: usize = 1 + 9 + 2 * (2 + 64 * 34);
+
+/// The length of the proof item at the start of `buf` and the position it states:
+/// `Ok(None)` if more bytes are needed, `Err` if it is not an item.
+fn proof_item(buf: &[u8]) -> Result<Option<(usize, Option<u64>)>, ()> {
+    let mut r = verify_core::cbor::Reader::new(buf);
+    match r.any(4) {
+        Ok(_) => {}
+        Err(verify_core::CborError::Truncated) => return Ok(None),
+        Err(_) => return Err(()),
+    }
+    let len = r.position();
+    let mut r = verify_core::cbor::Reader::new(buf.get(..len).unwrap_or(&[]));
+    if r.array_len() != Ok(3) {
+        return Err(());
+    }
+    Ok(Some((len, r.uint().ok())))
 }
 
 /// The lenient pass over the archive.
@@ -288,6 +310,7 @@ impl Walk {
     }
 
     fn segment(&mut self, tar: &mut dyn Read, size: u64, entry: &str) -> Result<(), CliError> {
+        let partial = self.manifest.as_ref().is_some_and(|m| m.partial.is_some());
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 << 10];
         let mut remaining = size;
@@ -308,15 +331,30 @@ impl Walk {
                         return Err(self.malformed(format!("record #{} in {entry} is too large", self.records)))
                     }
                     Ok(Some(len)) if len <= rest.len() => {
-                        self.record(rest.get(..len).unwrap_or(&[]), entry)?;
-                        pos = pos.saturating_add(len);
+                        // A partial pack's record is followed by its proof item.
+                        let (item_len, position) = if partial {
+                            match proof_item(rest.get(len..).unwrap_or(&[])) {
+                                Ok(Some(x)) => x,
+                                Ok(None) => break,
+                                Err(()) => {
+                                    return Err(self.malformed(format!(
+                                        "the proof item of record #{} in {entry} is not [index, path, path]",
+                                        self.records
+                                    )))
+                                }
+                            }
+                        } else {
+                            (0, None)
+                        };
+                        self.record(rest.get(..len).unwrap_or(&[]), entry, position)?;
+                        pos = pos.saturating_add(len).saturating_add(item_len);
                     }
                     Ok(_) => break,
                     Err(e) => return Err(self.malformed(format!("record #{} in {entry}: {e}", self.records))),
                 }
             }
             pending.drain(..pos);
-            if pending.len() > MAX_RECORD_SIZE {
+            if pending.len() > MAX_RECORD_SIZE.saturating_add(MAX_ITEM) {
                 return Err(self.malformed(format!("record #{} in {entry} is too large", self.records)));
             }
         }
@@ -326,7 +364,7 @@ impl Walk {
         Ok(())
     }
 
-    fn record(&mut self, bytes: &[u8], entry: &str) -> Result<(), CliError> {
+    fn record(&mut self, bytes: &[u8], entry: &str, position: Option<u64>) -> Result<(), CliError> {
         let index = self.records;
         self.records = self.records.saturating_add(1);
         let rec = Record::decode(bytes).map_err(|code| {
@@ -404,6 +442,7 @@ impl Walk {
         };
         self.nodes.push(Node {
             index,
+            position,
             hash: rec.hash,
             kind: rec.kind,
             time: rec.time,
@@ -454,6 +493,7 @@ impl Walk {
                     match &n.body {
                         NodeBody::Intent { tool, call_kind, args } => intents.push(IntentJson {
                             index: n.index,
+                            position: n.position,
                             hash: hex::encode(n.hash),
                             time: rfc3339_ms(n.time),
                             tool: tool.clone(),
@@ -467,6 +507,7 @@ impl Walk {
                         _ if attached.get(i).copied().unwrap_or(false) => {}
                         body => other.push(OtherJson {
                             index: n.index,
+                            position: n.position,
                             hash: hex::encode(n.hash),
                             time: rfc3339_ms(n.time),
                             kind: n.kind.name(),
@@ -504,6 +545,13 @@ impl Walk {
                 streams: m.streams,
                 records_root: hex::encode(m.records_root),
                 head: hex::encode(m.head),
+                partial: m.partial.map(|p| PartialClaimsJson {
+                    tree_size: p.tree_size,
+                    tree_root: hex::encode(p.tree_root),
+                    session: p.session().map(str::to_string),
+                    since: p.since.map(rfc3339_ms),
+                    until: p.until.map(rfc3339_ms),
+                }),
             }),
             manifest_error: self.manifest_error,
             entries: EntryCounts {
@@ -552,6 +600,7 @@ fn decision_json(nodes: &[Node], i: usize, kids: &[usize]) -> Option<DecisionJso
         match &c.body {
             NodeBody::Approval { approvers } => approvals.push(ApprovalJson {
                 index: c.index,
+                position: c.position,
                 hash: hex::encode(c.hash),
                 time: rfc3339_ms(c.time),
                 approvers: *approvers,
@@ -563,6 +612,7 @@ fn decision_json(nodes: &[Node], i: usize, kids: &[usize]) -> Option<DecisionJso
                 executor,
             } => effects.push(EffectJson {
                 index: c.index,
+                position: c.position,
                 hash: hex::encode(c.hash),
                 time: rfc3339_ms(c.time),
                 status: status_name(*status),
@@ -575,6 +625,7 @@ fn decision_json(nodes: &[Node], i: usize, kids: &[usize]) -> Option<DecisionJso
     }
     Some(DecisionJson {
         index: n.index,
+        position: n.position,
         hash: hex::encode(n.hash),
         time: rfc3339_ms(n.time),
         verdict: verdict_name(*verdict),
@@ -614,6 +665,17 @@ struct ManifestClaims {
     streams: u64,
     records_root: String,
     head: String,
+    /// A partial pack's claims: tree size and root, selection (`null` for a full pack).
+    partial: Option<PartialClaimsJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct PartialClaimsJson {
+    tree_size: u64,
+    tree_root: String,
+    session: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -638,6 +700,9 @@ struct SessionJson {
 #[derive(Debug, Serialize)]
 struct IntentJson {
     index: u64,
+    /// Partial packs: the position its proof item states (unchecked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
     hash: String,
     time: String,
     tool: String,
@@ -657,6 +722,9 @@ struct EscalationJson {
 #[derive(Debug, Serialize)]
 struct DecisionJson {
     index: u64,
+    /// Partial packs: the position its proof item states (unchecked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
     hash: String,
     time: String,
     verdict: &'static str,
@@ -669,6 +737,9 @@ struct DecisionJson {
 #[derive(Debug, Serialize)]
 struct ApprovalJson {
     index: u64,
+    /// Partial packs: the position its proof item states (unchecked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
     hash: String,
     time: String,
     approvers: usize,
@@ -677,6 +748,9 @@ struct ApprovalJson {
 #[derive(Debug, Serialize)]
 struct EffectJson {
     index: u64,
+    /// Partial packs: the position its proof item states (unchecked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
     hash: String,
     time: String,
     status: &'static str,
@@ -688,10 +762,21 @@ struct EffectJson {
 #[derive(Debug, Serialize)]
 struct OtherJson {
     index: u64,
+    /// Partial packs: the position its proof item states (unchecked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
     hash: String,
     time: String,
     kind: &'static str,
     summary: String,
+}
+
+/// `#index`, or `#index @position` for a record of a partial pack.
+fn label(index: u64, position: Option<u64>) -> String {
+    match position {
+        Some(p) => format!("#{index} @{p}"),
+        None => format!("#{index}"),
+    }
 }
 
 fn short_hex(full: &str) -> &str {
@@ -719,6 +804,26 @@ fn print(out: &mut Out, r: &InspectReport) {
         ),
         (None, Some(e)) => outln!(out, "manifest      {}", Safe(e)),
         (None, None) => outln!(out, "manifest      none"),
+    }
+    if let Some(p) = r.manifest.as_ref().and_then(|m| m.partial.as_ref()) {
+        let mut sel = Vec::new();
+        if let Some(s) = &p.session {
+            sel.push(format!("session {:?}", Safe(s).to_string()));
+        }
+        if let Some(t) = &p.since {
+            sel.push(format!("since {t}"));
+        }
+        if let Some(t) = &p.until {
+            sel.push(format!("until {t}"));
+        }
+        outln!(
+            out,
+            "partial pack  claims records of a log of {} proven against the checkpoint at position {} \
+             (records listed #index @position); selection {} (unchecked)",
+            p.tree_size,
+            p.tree_size,
+            sel.join(", ")
+        );
     }
     outln!(
         out,
@@ -768,8 +873,8 @@ fn print(out: &mut Out, r: &InspectReport) {
         for i in &s.intents {
             outln!(
                 out,
-                "  #{} INTENT {} ({}) args {}  at {}",
-                i.index,
+                "  {} INTENT {} ({}) args {}  at {}",
+                label(i.index, i.position),
                 Safe(&i.tool),
                 i.call_kind,
                 short_hex(&i.args),
@@ -779,8 +884,8 @@ fn print(out: &mut Out, r: &InspectReport) {
                 match &d.escalation {
                     Some(e) => outln!(
                         out,
-                        "    -> #{} DECISION {} {}: quorum {} of role {}, from {} until {}",
-                        d.index,
+                        "    -> {} DECISION {} {}: quorum {} of role {}, from {} until {}",
+                        label(d.index, d.position),
                         d.verdict,
                         Safe(&d.reason),
                         e.quorum,
@@ -788,16 +893,27 @@ fn print(out: &mut Out, r: &InspectReport) {
                         e.not_before,
                         e.expires
                     ),
-                    None => outln!(out, "    -> #{} DECISION {} {}", d.index, d.verdict, Safe(&d.reason)),
+                    None => outln!(
+                        out,
+                        "    -> {} DECISION {} {}",
+                        label(d.index, d.position),
+                        d.verdict,
+                        Safe(&d.reason)
+                    ),
                 }
                 for a in &d.approvals {
-                    outln!(out, "       -> #{} APPROVAL {} approvers", a.index, a.approvers);
+                    outln!(
+                        out,
+                        "       -> {} APPROVAL {} approvers",
+                        label(a.index, a.position),
+                        a.approvers
+                    );
                 }
                 for e in &d.effects {
                     outln!(
                         out,
-                        "       -> #{} EFFECT {} output {} by {}",
-                        e.index,
+                        "       -> {} EFFECT {} output {} by {}",
+                        label(e.index, e.position),
                         e.status,
                         short_hex(&e.output),
                         Safe(&e.executor)
@@ -806,7 +922,7 @@ fn print(out: &mut Out, r: &InspectReport) {
             }
         }
         for o in &s.other {
-            outln!(out, "  #{} {} {}", o.index, o.kind, Safe(&o.summary));
+            outln!(out, "  {} {} {}", label(o.index, o.position), o.kind, Safe(&o.summary));
         }
     }
 }

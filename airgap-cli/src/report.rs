@@ -55,6 +55,8 @@ pub(crate) struct ErrorReport {
     /// The verification rule (1-6; 0 for resource limits), for record failures.
     pub(crate) rule: Option<u8>,
     pub(crate) record_index: Option<u64>,
+    /// Partial packs: the record's position in its log, from its proof item.
+    pub(crate) record_position: Option<u64>,
     pub(crate) record_hash: Option<String>,
     pub(crate) related: Option<String>,
     pub(crate) expected: Option<u64>,
@@ -80,6 +82,7 @@ impl ErrorReport {
             detail: r.map_or(e.detail, |r| r.detail),
             rule: r.map(|r| r.code.rule()),
             record_index: r.map(|r| r.index).or(e.index),
+            record_position: e.position,
             record_hash: r.and_then(|r| r.hash).map(hex::encode),
             related: r.and_then(|r| r.related).map(hex::encode),
             expected: r.and_then(|r| r.expected),
@@ -107,6 +110,9 @@ impl ErrorReport {
             (Some(i), Some(h)) => outln!(out, "  record        #{i} {h}"),
             (Some(i), None) => outln!(out, "  record        #{i}"),
             _ => {}
+        }
+        if let Some(p) = self.record_position {
+            outln!(out, "  position      {p} in the log (from its proof item)");
         }
         if let Some(v) = self.expected {
             outln!(out, "  expected      {v}");

@@ -45,9 +45,105 @@ pub(crate) fn rfc3339_ms(ms: u64) -> String {
     )
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`), for dates from 1970 on.
+fn days_from_civil(y: u64, m: u64, d: u64) -> Option<u64> {
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
+    let era = y / 400;
+    let yoe = y.checked_sub(era.checked_mul(400)?)?; // [0, 399]
+    let mp = if m > 2 { m.checked_sub(3)? } else { m.checked_add(9)? }; // March first
+    let doy = (mp.checked_mul(153)?.checked_add(2)? / 5).checked_add(d.checked_sub(1)?)?;
+    let doe = yoe
+        .checked_mul(365)?
+        .checked_add(yoe / 4)?
+        .checked_sub(yoe / 100)?
+        .checked_add(doy)?;
+    era.checked_mul(146_097)?.checked_add(doe)?.checked_sub(719_468)
+}
+
+/// Kernel time from a command-line value: milliseconds since the Unix epoch, or an RFC
+/// 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.fff]Z` (as reports print them).
+pub(crate) fn parse_time(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is neither milliseconds since 1970 nor a time like 2026-01-01T00:00:00.000Z");
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| bad());
+    }
+    let b = s.as_bytes();
+    let num = |r: core::ops::Range<usize>| -> Option<u64> {
+        let d = b.get(r)?;
+        if d.iter().all(u8::is_ascii_digit) {
+            core::str::from_utf8(d).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    let sep = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(sep(4, b'-') && sep(7, b'-') && sep(10, b'T') && sep(13, b':') && sep(16, b':') && b.last() == Some(&b'Z')) {
+        return Err(bad());
+    }
+    let millis = match b.len() {
+        20 => 0,
+        24 if sep(19, b'.') => num(20..23).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    let (y, mo, d) = (num(0..4), num(5..7), num(8..10));
+    let (h, mi, sec) = (num(11..13), num(14..16), num(17..19));
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = (y, mo, d, h, mi, sec) else {
+        return Err(bad());
+    };
+    if !(1..=12).contains(&mo) || d == 0 || d > 31 || h > 23 || mi > 59 || sec > 59 || y < 1970 {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, mo, d).ok_or_else(bad)?;
+    // Reject dates that do not exist (2026-02-30): they would not print back the same.
+    if civil_from_days(days) != (y, mo, d) {
+        return Err(bad());
+    }
+    let secs = days
+        .checked_mul(86_400)
+        .and_then(|v| {
+            v.checked_add(
+                h.saturating_mul(3600)
+                    .saturating_add(mi.saturating_mul(60))
+                    .saturating_add(sec),
+            )
+        })
+        .ok_or_else(bad)?;
+    secs.checked_mul(1000)
+        .and_then(|v| v.checked_add(millis))
+        .ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsed_times_round_trip() {
+        for ms in [
+            0u64,
+            1_767_225_600_000,
+            951_782_400_000,
+            951_868_799_999,
+            1_709_164_800_123,
+            253_402_300_799_000,
+        ] {
+            assert_eq!(parse_time(&rfc3339_ms(ms)), Ok(ms));
+            assert_eq!(parse_time(&ms.to_string()), Ok(ms));
+        }
+        assert_eq!(parse_time("2026-01-01T00:00:00Z"), Ok(1_767_225_600_000));
+        for bad in [
+            "",
+            "x",
+            "2026-02-30T00:00:00Z",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "-5",
+            "1e3",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn known_dates() {

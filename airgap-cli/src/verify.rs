@@ -5,7 +5,7 @@
 //! then nothing is printed on standard output, even with `--json`).
 
 use core::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
@@ -114,6 +114,8 @@ struct Collector {
     withheld: Vec<Hash>,
     blob_bytes: u64,
     progress: Option<Progress>,
+    /// The last sequence number of each TRUST_EVENT signer (anchor), per session.
+    trust_events: BTreeMap<([u8; 32], String), u64>,
 }
 
 impl Observer for Collector {
@@ -123,6 +125,9 @@ impl Observer for Collector {
             self.sessions.add(r.session);
         }
         self.principals.add(r.principal);
+        if r.kind == Kind::TrustEvent {
+            self.trust_events.insert((r.kid, r.session.to_string()), r.seq);
+        }
         if let Body::Violation { code, subject, detail } = r.body {
             if self.violations.len() < LIST_FIRST {
                 self.violations.push(ViolationItem {
@@ -167,6 +172,44 @@ struct TimeSpan {
     last_ms: u64,
 }
 
+/// What a partial pack selects.
+#[derive(Debug, Serialize)]
+struct SelectionReport {
+    session: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+}
+
+/// An anchor's TRUST_EVENT sequence in a partial pack: complete from 0 to `last_seq`;
+/// later ones before the checkpoint could have been left out (spec/evidencepack.md §9.7).
+#[derive(Debug, Serialize)]
+struct TrustEventSequence {
+    signer: String,
+    session: String,
+    last_seq: u64,
+}
+
+/// A partial pack (spec/evidencepack.md §9): what it carries and what it is proven against.
+#[derive(Debug, Serialize)]
+struct PartialReport {
+    /// Records carried before the checkpoint.
+    records: u64,
+    /// Records of the log the checkpoint covers (its position).
+    of: u64,
+    checkpoint: String,
+    position: u64,
+    tree_root: String,
+    selection: SelectionReport,
+    trust_event_sequences: Vec<TrustEventSequence>,
+    not_proven: &'static str,
+}
+
+const NOT_PROVEN: &str = "that records outside the pack are valid; that every selected record, and every \
+                          TRUST_EVENT before the checkpoint, is carried; anything after the checkpoint \
+                          (spec/evidencepack.md §9.7)";
+
 /// The report of a verified pack (field names are stable: README.md).
 #[derive(Debug, Serialize)]
 struct VerifiedReport {
@@ -199,6 +242,8 @@ struct VerifiedReport {
     withheld_first: Vec<String>,
     records_root: String,
     head: String,
+    /// `null` for a full pack.
+    partial: Option<PartialReport>,
 }
 
 /// The report of a pack that did not verify.
@@ -295,6 +340,30 @@ fn verified_report(
     c: Collector,
 ) -> VerifiedReport {
     let v = &s.verified;
+    let partial = s.manifest.partial.map(|p| PartialReport {
+        records: v.records.saturating_sub(1),
+        of: p.tree_size,
+        checkpoint: hex::encode(v.head),
+        position: p.tree_size,
+        tree_root: hex::encode(p.tree_root),
+        selection: SelectionReport {
+            session: p.session().map(str::to_string),
+            since: p.since.map(rfc3339_ms),
+            until: p.until.map(rfc3339_ms),
+            since_ms: p.since,
+            until_ms: p.until,
+        },
+        trust_event_sequences: c
+            .trust_events
+            .iter()
+            .map(|((kid, session), seq)| TrustEventSequence {
+                signer: key_string(kid),
+                session: session.clone(),
+                last_seq: *seq,
+            })
+            .collect(),
+        not_proven: NOT_PROVEN,
+    });
     VerifiedReport {
         verified: true,
         pack,
@@ -330,6 +399,7 @@ fn verified_report(
         withheld_first: c.withheld.iter().map(hex::encode).collect(),
         records_root: hex::encode(v.root),
         head: hex::encode(v.head),
+        partial,
     }
 }
 
@@ -349,6 +419,37 @@ fn print_verified(out: &mut Out, r: &VerifiedReport) {
         r.input_bytes
     );
     outln!(out, "  producer      {}", r.producer);
+    if let Some(p) = &r.partial {
+        outln!(
+            out,
+            "  partial pack: {} of {} records, proven against checkpoint {} at position {}",
+            p.records,
+            p.of,
+            p.checkpoint,
+            p.position
+        );
+        let mut sel = Vec::new();
+        if let Some(s) = &p.selection.session {
+            sel.push(format!("session {:?}", Safe(s).to_string()));
+        }
+        if let Some(t) = &p.selection.since {
+            sel.push(format!("since {t}"));
+        }
+        if let Some(t) = &p.selection.until {
+            sel.push(format!("until {t}"));
+        }
+        outln!(out, "  selection     {}", sel.join(", "));
+        for t in &p.trust_event_sequences {
+            outln!(
+                out,
+                "  trust events  {} (session {:?}): sequence 0..{} carried; compare with the trust authority's",
+                t.signer,
+                Safe(&t.session).to_string(),
+                t.last_seq
+            );
+        }
+        outln!(out, "  not proven    {}", p.not_proven);
+    }
     outln!(out, "  records       {}", r.records);
     for (name, n) in r.per_kind.iter() {
         outln!(out, "    {name:<12}{n:>8}");

@@ -742,3 +742,136 @@ fn pack_vectors_give_their_expected_verdicts() {
         }
     }
 }
+
+#[test]
+fn partial_export_verifies_and_says_what_it_proves() {
+    let d = TempDir::new().unwrap();
+    let o = run_in(
+        d.path(),
+        &[
+            "export",
+            "--sample",
+            "3",
+            "-o",
+            "full.tar",
+            "--trust-root-out",
+            "trust.json",
+            "--records-out",
+            "run.cbor",
+            "--blobs-out",
+            "blobs",
+            "--key-out",
+            "kernel.key",
+        ],
+    );
+    expect_code(&o, 0);
+    let export = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "export",
+            "--records",
+            "run.cbor",
+            "--blobs",
+            "blobs",
+            "--key",
+            "kernel.key",
+            "--trust-root",
+            "trust.json",
+            "-o",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        run_in(d.path(), &args)
+    };
+    let o = export(&["--session", "session-000001"], "s1.tar");
+    expect_code(&o, 0);
+    assert!(stdout(&o).contains("partial pack: "), "{}", stdout(&o));
+    // Two processes, the same bytes.
+    let o = export(&["--session", "session-000001", "--force"], "s1-again.tar");
+    expect_code(&o, 0);
+    assert_eq!(
+        fs::read(d.path().join("s1.tar")).unwrap(),
+        fs::read(d.path().join("s1-again.tar")).unwrap()
+    );
+
+    let o = run_in(d.path(), &["verify", "s1.tar", "--trust-root", "trust.json"]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    assert!(text.contains("partial pack: "), "{text}");
+    assert!(text.contains("proven against checkpoint"), "{text}");
+    assert!(text.contains("not proven"), "{text}");
+    let o = run_in(d.path(), &["verify", "s1.tar", "--trust-root", "trust.json", "--json"]);
+    expect_code(&o, 0);
+    let v = json(&o);
+    let p = &v["partial"];
+    assert_eq!(p["selection"]["session"], "session-000001");
+    assert_eq!(p["records"].as_u64().unwrap() + 1, v["records"].as_u64().unwrap());
+    assert_eq!(p["position"], p["of"]);
+    assert_eq!(p["checkpoint"], v["head"]);
+    assert_eq!(v["sessions"], 1);
+    let full = run_in(
+        d.path(),
+        &["verify", "full.tar", "--trust-root", "trust.json", "--json"],
+    );
+    assert_eq!(json(&full)["partial"], Value::Null);
+    assert_eq!(p["of"].as_u64().unwrap() + 1, json(&full)["records"].as_u64().unwrap());
+
+    let o = export(
+        &["--since", "2026-01-01T00:01:20Z", "--until", "2026-01-01T00:02:10.500Z"],
+        "range.tar.zst",
+    );
+    expect_code(&o, 0);
+    let o = run_in(
+        d.path(),
+        &["verify", "range.tar.zst", "--trust-root", "trust.json", "--json"],
+    );
+    expect_code(&o, 0);
+    assert_eq!(json(&o)["partial"]["selection"]["until_ms"], 1_767_225_730_500u64);
+
+    let o = run_in(d.path(), &["inspect", "s1.tar", "--json"]);
+    expect_code(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["manifest"]["partial"]["session"], "session-000001");
+    let intent = &v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["session"] == "session-000001")
+        .unwrap()["intents"][0];
+    assert!(intent["position"].as_u64().unwrap() >= intent["index"].as_u64().unwrap());
+    let o = run_in(d.path(), &["inspect", "s1.tar"]);
+    expect_code(&o, 0);
+    assert!(stdout(&o).contains("partial pack  claims"), "{}", stdout(&o));
+
+    // Nothing selected, and a selection the last CHECKPOINT does not cover: exit 1,
+    // nothing written.
+    let o = export(&["--session", "no-such-session"], "none.tar");
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("no record matches"), "{}", stderr(&o));
+    assert!(!d.path().join("none.tar").exists());
+    let records = fs::read(d.path().join("run.cbor")).unwrap();
+    let mut framed = Vec::new();
+    let mut pos = 0;
+    while pos < records.len() {
+        let n = pack_format::record_len(&records[pos..]).unwrap().unwrap();
+        framed.push(&records[pos..pos + n]);
+        pos += n;
+    }
+    fs::write(d.path().join("cut.cbor"), framed[..framed.len() - 1].concat()).unwrap();
+    let o = run_in(
+        d.path(),
+        &[
+            "export",
+            "--records",
+            "cut.cbor",
+            "--key",
+            "kernel.key",
+            "--no-verify",
+            "--session",
+            "session-000002",
+            "-o",
+            "cut.tar",
+        ],
+    );
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("no checkpoint covers record"), "{}", stderr(&o));
+}
