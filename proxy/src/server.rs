@@ -140,11 +140,18 @@ async fn serve(
         (None, None) => router(state),
     };
     let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
+        // TCP_NODELAY: streamed answers (SSE) are many small writes; without it Nagle's
+        // algorithm and the client's delayed ACK hold each one for up to 40 ms.
+        axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
     );
     let served = tokio::select! {
         r = &mut server => Some(r),

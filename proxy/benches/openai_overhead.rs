@@ -1,0 +1,414 @@
+//! Latency the OpenAI-compatible proxy adds: the same requests sent to a local upstream
+//! directly and through `helm-proxy`, (a) a reply without tool calls, (b) a reply with
+//! one tool call (decided, recorded), (c) a streamed reply with a tool call (fragments
+//! held, decided, released), at 1 and 32 concurrent keep-alive clients, for a durable
+//! and a buffered store. Median of three rounds; p50/p99 of each round's latencies.
+//!
+//! Pinning: `helm-proxy` on core 0 (`taskset -c 0`), this process (the canned upstream,
+//! a minimal HTTP/1.1 server with one thread per connection, and the load generator)
+//! on core 1. Then a throughput run on 2 cores: nothing pinned, 32 clients.
+//! PUBLIC TEST KEYS only.
+//!
+//! ```sh
+//! cargo bench -p helm-proxy --bench openai_overhead            # full
+//! cargo bench -p helm-proxy --bench openai_overhead -- --quick # fewer requests
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    clippy::std_instead_of_core,
+    clippy::cast_precision_loss,
+    missing_debug_implementations,
+    dead_code,
+    unreachable_pub
+)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{signer, Server, Setup, AGENT_TOKEN};
+
+const BUNDLE: &str = r#"
+name = "openai-bench"
+other_tools = "deny"
+
+[[rule]]
+id = "read"
+tools = ["read_file"]
+verdict = "allow"
+require = ["args.path matches '/workspace/*'"]
+"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    Plain,
+    Tool,
+    StreamTool,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Plain => "(a) no tool call",
+            Scenario::Tool => "(b) one tool call",
+            Scenario::StreamTool => "(c) streamed, one tool call",
+        }
+    }
+
+    fn body(self) -> Vec<u8> {
+        let (model, stream) = match self {
+            Scenario::Plain => ("bench-plain", false),
+            Scenario::Tool => ("bench-read", false),
+            Scenario::StreamTool => ("bench-stream-read", true),
+        };
+        format!(
+            r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"Read /workspace/a.txt and summarise it."}}],"tools":[{{"type":"function","function":{{"name":"read_file","description":"Read a file","parameters":{{"type":"object","properties":{{"path":{{"type":"string"}}}},"required":["path"]}}}}}}]}}"#
+        )
+        .into_bytes()
+    }
+}
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// The canned upstream's answer to a request body.
+fn canned(body: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(body);
+    let id = CALLS.fetch_add(1, Ordering::Relaxed);
+    let head = r#""id":"chatcmpl-bench","created":1800000000,"model":"m","system_fingerprint":"fp""#;
+    if text.contains("bench-stream-read") {
+        let chunk = |delta: &str, finish: &str| {
+            format!(
+                "data: {{{head},\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish},\"logprobs\":null}}]}}\n\n"
+            )
+        };
+        let mut sse = chunk(r#"{"role":"assistant","content":""}"#, "null");
+        sse += &chunk(r#"{"content":"Let me read it."}"#, "null");
+        sse += &chunk(
+            &format!(
+                r#"{{"tool_calls":[{{"index":0,"id":"call_{id}","type":"function","function":{{"name":"read_file","arguments":""}}}}]}}"#
+            ),
+            "null",
+        );
+        for piece in [r#"{\"pa"#, r#"th\": \"/work"#, r#"space/a"#, r#".txt\"}"#] {
+            sse += &chunk(
+                &format!(r#"{{"tool_calls":[{{"index":0,"function":{{"arguments":"{piece}"}}}}]}}"#),
+                "null",
+            );
+        }
+        sse += &chunk("{}", "\"tool_calls\"");
+        sse += "data: [DONE]\n\n";
+        return format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{sse}\r\n0\r\n\r\n",
+            sse.len()
+        )
+        .into_bytes();
+    }
+    let message = if text.contains("bench-read") {
+        format!(
+            r#"{{"role":"assistant","content":null,"tool_calls":[{{"id":"call_{id}","type":"function","function":{{"name":"read_file","arguments":"{{\"path\": \"/workspace/a.txt\"}}"}}}}]}},"finish_reason":"tool_calls""#
+        )
+    } else {
+        r#"{"role":"assistant","content":"The file holds the quarterly figures; revenue rose 4% and costs fell 2%."},"finish_reason":"stop""#.to_owned()
+    };
+    let body = format!(
+        r#"{{{head},"object":"chat.completion","choices":[{{"index":0,"message":{message},"logprobs":null}}],"usage":{{"prompt_tokens":20,"completion_tokens":12,"total_tokens":32}}}}"#
+    );
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one HTTP/1.1 message (head and body: content-length or chunked); `None` at EOF.
+fn read_message(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(v) = lower.split("content-length:").nth(1) {
+        let n: usize = v.split("\r\n").next()?.trim().parse().ok()?;
+        body.resize(n, 0);
+        r.read_exact(&mut body).ok()?;
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Some((head, body))
+}
+
+/// The canned upstream on 127.0.0.1 (a thread per connection); returns its address.
+fn start_upstream() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                s.set_nodelay(true).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                while let Some((_, body)) = read_message(&mut r) {
+                    if w.write_all(&canned(&body)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One keep-alive client: `n` requests; returns each one's latency (full answer read).
+fn client(addr: &str, token: &str, body: &[u8], n: usize) -> Vec<Duration> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let req = [
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        body.to_vec(),
+    ]
+    .concat();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        w.write_all(&req).unwrap();
+        let (head, answer) = read_message(&mut r).expect("an answer");
+        out.push(t0.elapsed());
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // Every tool call must have been allowed (and the stream complete).
+        if answer.windows(9).any(|w| w == b"read_file") {
+            assert!(!answer.windows(6).any(|w| w == b"[HELM]"), "a call was not allowed");
+        }
+    }
+    out
+}
+
+struct Round {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+fn round(addr: &str, token: &str, s: Scenario, conc: usize, per_client: usize) -> Round {
+    let body = Arc::new(s.body());
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..conc)
+        .map(|_| {
+            let (addr, token, body) = (addr.to_owned(), token.to_owned(), body.clone());
+            std::thread::spawn(move || client(&addr, &token, &body, per_client))
+        })
+        .collect();
+    let mut all: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let wall = t0.elapsed();
+    all.sort();
+    Round {
+        p50: pct(&all, 0.50),
+        p99: pct(&all, 0.99),
+        rps: all.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+/// Median of three rounds (by p50; p99 and throughput medians taken separately).
+fn median3(mut f: impl FnMut() -> Round) -> Round {
+    let mut r: Vec<Round> = (0..3).map(|_| f()).collect();
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[1]
+    };
+    Round {
+        p50: med(&mut r.iter().map(|x| x.p50).collect()),
+        p99: med(&mut r.iter().map(|x| x.p99).collect()),
+        rps: med(&mut r.drain(..).map(|x| x.rps).collect()),
+    }
+}
+
+fn proxy_setup(upstream: &str, durability: &str) -> Setup {
+    let s = Setup::with_config(&format!("durability = \"{durability}\""));
+    let bundle = guardian::Bundle::from_toml(BUNDLE).unwrap();
+    std::fs::write(
+        s.path().join("bundle.signed"),
+        guardian::sign_bundle(&bundle, &signer("author-1")),
+    )
+    .unwrap();
+    let mut config = std::fs::read_to_string(s.config()).unwrap();
+    // Checkpoints as in production (every 1000 records), not the tests' 100.
+    config = config.replace("every_records = 100", "every_records = 1000");
+    config.push_str(&format!("\n[openai]\nupstream = \"http://{upstream}/v1\"\n"));
+    std::fs::write(s.config(), config).unwrap();
+    s
+}
+
+/// Starts helm-proxy, pinned to `cpus` with taskset when it is there.
+fn start_proxy(setup: &Setup, cpus: Option<&str>) -> Server {
+    let bin = env!("CARGO_BIN_EXE_helm-proxy");
+    let log = setup.path().join("server.log");
+    match cpus {
+        Some(c) if taskset_ok() => {
+            let wrapper = setup.path().join("pinned.sh");
+            std::fs::write(&wrapper, format!("#!/bin/sh\nexec taskset -c {c} {bin} \"$@\"\n")).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            start_with(&wrapper, setup, &log)
+        }
+        _ => Server::start(&setup.config(), &log),
+    }
+}
+
+/// `program serve --config ...` as a [`Server`] (as `Server::start` does for the binary).
+fn start_with(program: &std::path::Path, setup: &Setup, log: &std::path::Path) -> Server {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut child = Command::new(program)
+        .args(["serve", "--config"])
+        .arg(setup.config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("helm-proxy listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "helm-proxy did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+        .to_owned();
+    Server {
+        child,
+        base,
+        log: log.to_path_buf(),
+    }
+}
+
+fn taskset_ok() -> bool {
+    Command::new("taskset")
+        .arg("-p")
+        .arg("1")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn pin_self(cpus: &str) {
+    if taskset_ok() {
+        let _ = Command::new("taskset")
+            .args(["-a", "-c", "-p", cpus, &std::process::id().to_string()])
+            .output();
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n1 = if quick { 300 } else { 2000 };
+    let n32 = if quick { 20 } else { 150 };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("openai_overhead: load average {}", load.trim());
+    println!(
+        "helm-proxy on core 0, upstream and load generator on core 1 (taskset: {})",
+        taskset_ok()
+    );
+    pin_self("1");
+    let upstream = start_upstream();
+    let scenarios = [Scenario::Plain, Scenario::Tool, Scenario::StreamTool];
+    let mut direct = Vec::new();
+    for s in scenarios {
+        for (conc, per) in [(1, n1), (32, n32)] {
+            let r = median3(|| round(&upstream, "sk-direct", s, conc, per));
+            direct.push((s, conc, r));
+        }
+    }
+    println!(
+        "\n{:<9} {:<28} {:>4} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>8}",
+        "store", "reply", "conc", "dir p50", "dir p99", "prx p50", "prx p99", "add p50", "add p99", "prx r/s"
+    );
+    for durability in ["buffered", "durable"] {
+        let setup = proxy_setup(&upstream, durability);
+        let server = start_proxy(&setup, Some("0"));
+        let addr = server.base.trim_start_matches("http://").to_owned();
+        for s in scenarios {
+            for (conc, per) in [(1, n1), (32, n32)] {
+                // Warm up (connections, pools, allocator).
+                round(&addr, AGENT_TOKEN, s, conc.min(4), 20);
+                let r = median3(|| round(&addr, AGENT_TOKEN, s, conc, per));
+                let d = &direct.iter().find(|(ds, dc, _)| *ds == s && *dc == conc).unwrap().2;
+                println!(
+                    "{durability:<9} {:<28} {conc:>4} | {:>7.0}µs {:>7.0}µs | {:>7.0}µs {:>7.0}µs | {:>7.0}µs {:>7.0}µs | {:>8.0}",
+                    s.name(),
+                    d.p50,
+                    d.p99,
+                    r.p50,
+                    r.p99,
+                    r.p50 - d.p50,
+                    r.p99 - d.p99,
+                    r.rps
+                );
+            }
+        }
+        assert!(server.terminate().success());
+    }
+    println!("\nthroughput on 2 cores (nothing pinned), 32 clients, requests/s through the proxy:");
+    pin_self("0,1");
+    for durability in ["buffered", "durable"] {
+        let setup = proxy_setup(&upstream, durability);
+        let server = start_proxy(&setup, None);
+        let addr = server.base.trim_start_matches("http://").to_owned();
+        for s in scenarios {
+            round(&addr, AGENT_TOKEN, s, 4, 20);
+            let r = median3(|| round(&addr, AGENT_TOKEN, s, 32, n32));
+            println!(
+                "{durability:<9} {:<28} {:>8.0} req/s (p50 {:.0}µs, p99 {:.0}µs)",
+                s.name(),
+                r.rps,
+                r.p50,
+                r.p99
+            );
+        }
+        assert!(server.terminate().success());
+    }
+}
