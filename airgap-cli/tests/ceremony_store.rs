@@ -190,6 +190,25 @@ fn ceremonies_kernel_store_export_verify_replay() {
     let r: serde_json::Value = serde_json::from_str(&replay).unwrap();
     assert_eq!(r["findings"].as_array().unwrap().len(), 0, "{replay}");
     assert!(r["reproduced"].as_u64().unwrap() >= 3, "{replay}");
+    // A partial pack of one session, proven against the store's last CHECKPOINT.
+    ok(
+        d,
+        &[
+            "export",
+            "--store",
+            "store",
+            "--key",
+            "kernel.key",
+            "--trust-root",
+            "trust-root.json",
+            "--session",
+            "s",
+            "-o",
+            "s.tar",
+        ],
+    );
+    let partial = ok(d, &["verify", "s.tar", "--trust-root", "trust-root.json"]);
+    assert!(partial.contains("partial pack"), "{partial}");
     // Against another trust root the export refuses to write.
     ok(d, &["keys", "generate", "--out", "other.key", "--role", "root"]);
     ok(
