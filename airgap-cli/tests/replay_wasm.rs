@@ -79,6 +79,7 @@ fn store(d: &Path, forge: bool) {
         WasmTool {
             tool: "wasm/echo".into(),
             module: module("random-echo"),
+            sha256: None,
             limits,
             args: vec![],
             env: vec![],
@@ -86,6 +87,7 @@ fn store(d: &Path, forge: bool) {
         WasmTool {
             tool: "wasm/spin".into(),
             module: module("spin"),
+            sha256: None,
             limits: helm_sandbox::Limits {
                 fuel: u64::MAX / 2,
                 wall_ms: 30,

@@ -44,6 +44,7 @@ fn tools() -> Vec<WasmTool> {
         WasmTool {
             tool: "wasm/echo".into(),
             module: module("random-echo"),
+            sha256: None,
             limits,
             args: vec!["echo".into()],
             env: vec![],
@@ -51,6 +52,7 @@ fn tools() -> Vec<WasmTool> {
         WasmTool {
             tool: "wasm/spin".into(),
             module: module("spin"),
+            sha256: None,
             limits: helm_sandbox::Limits {
                 fuel: u64::MAX / 2,
                 wall_ms: 50,
@@ -62,6 +64,7 @@ fn tools() -> Vec<WasmTool> {
         WasmTool {
             tool: "wasm/spin-fuel".into(),
             module: module("spin"),
+            sha256: None,
             limits: helm_sandbox::Limits {
                 fuel: 200_000,
                 ..limits
@@ -187,6 +190,16 @@ fn allowed_calls_run_denied_never_and_every_run_replays() {
     assert_eq!(verdicts.len(), 4);
     assert_eq!(verdicts.iter().filter(|v| v.is_ok()).count(), 3, "{verdicts:?}");
     assert!(verdicts.iter().any(|v| matches!(v, Err(ReplayError::NotReplayable))));
+
+    // A module that is not the declared one is refused at start.
+    let mut c = config(dir.path());
+    c.bundles = vec![guardian::Bundle::from_toml(BUNDLE).unwrap()];
+    let mut t = tools();
+    t[0].sha256 = Some([0; 32]);
+    c.wasm_tools = t;
+    let s = KeyFileSigner::from_seed(&test_seed("kernel-1"), "test key kernel-1");
+    let err = Kernel::open(c, Arc::new(s), Arc::new(clock.clone())).unwrap_err();
+    assert!(err.to_string().contains("not the declared"), "{err}");
 
     // A restart does not attest the modules again.
     let k = open_wasm(dir.path(), &clock);

@@ -20,6 +20,9 @@ pub struct WasmTool {
     pub tool: String,
     /// The module's bytes (a WASI preview1 command).
     pub module: Vec<u8>,
+    /// The SHA-256 the tool is declared with, if any: a module with another hash is
+    /// refused at start (the configuration names the module, not just a file path).
+    pub sha256: Option<Hash>,
     /// Limits of each run.
     pub limits: helm_sandbox::Limits,
     /// The guest's argv (by convention `args[0]` names the program).
@@ -113,6 +116,16 @@ impl WasmTools {
             let module = sandbox
                 .compile(&t.module)
                 .map_err(|e| KernelError::Trust(format!("WASM tool {}: module refused: {e}", t.tool)))?;
+            if let Some(declared) = t.sha256 {
+                if declared != module {
+                    return Err(KernelError::Trust(format!(
+                        "WASM tool {}: the module's SHA-256 is {}, not the declared {}",
+                        t.tool,
+                        hexs(&module),
+                        hexs(&declared)
+                    )));
+                }
+            }
             let previous = map.insert(
                 t.tool.clone(),
                 Registered {
