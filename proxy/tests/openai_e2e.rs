@@ -92,9 +92,14 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn start() -> Upstream {
-        let mut child = Command::new("python3")
-            .arg(py_dir().join("upstream.py"))
+    /// Plain HTTP, or HTTPS with a throwaway CA written to `tls_ca`.
+    fn start(tls_ca: Option<&Path>) -> Upstream {
+        let mut cmd = Command::new("python3");
+        cmd.arg(py_dir().join("upstream.py"));
+        if let Some(ca) = tls_ca {
+            cmd.arg("--tls").arg(ca);
+        }
+        let mut child = cmd
             .env("HELM_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
             .stdout(Stdio::piped())
             .spawn()
@@ -115,8 +120,9 @@ impl Drop for Upstream {
     }
 }
 
-/// A setup with the test bundle, the upstream key in a 0600 file and an `[openai]` section.
-fn setup(upstream: &str, mode: &str) -> Setup {
+/// A setup with the test bundle, the upstream key in a 0600 file and an `[openai]`
+/// section (`extra` appended to it).
+fn setup(upstream: &str, mode: &str, extra: &str) -> Setup {
     let s = Setup::new();
     let bundle = guardian::Bundle::from_toml(OAI_BUNDLE).unwrap();
     std::fs::write(
@@ -142,6 +148,8 @@ pending_wait_ms = 300
 hosted_tools = ["web_search"]
 keepalive_ms = 100
 timeout_ms = 20000
+max_request_bytes = 262144
+{extra}
 "#
     ));
     std::fs::write(s.config(), config).unwrap();
@@ -195,11 +203,25 @@ fn openai_clients_through_the_governed_proxy() {
         eprintln!("SKIPPED: {msg}");
         return;
     }
-    let upstream = Upstream::start();
-    let main = setup(&upstream.url, "rewrite");
-    let strict = setup(&upstream.url, "error");
+    let upstream = Upstream::start(None);
+    let main = setup(&upstream.url, "rewrite", "");
+    let strict = setup(&upstream.url, "error", "");
     let server = main.start();
     let strict_server = strict.start();
+    // An HTTPS upstream, trusted through ca_file (rustls).
+    let ca = tempfile::tempdir().unwrap();
+    let ca_file = ca.path().join("ca.pem");
+    let tls_upstream = Upstream::start(Some(&ca_file));
+    assert!(tls_upstream.url.starts_with("https://"));
+    let tls = setup(
+        &tls_upstream.url,
+        "rewrite",
+        &format!("ca_file = {:?}", ca_file.display().to_string()),
+    );
+    let tls_server = tls.start();
+    // The same HTTPS upstream without its CA: refused (502), never reached in clear.
+    let untrusted = setup(&tls_upstream.url, "rewrite", "");
+    let untrusted_server = untrusted.start();
     let state = tempfile::tempdir().unwrap();
     let env = |base: &str, strict_base: &str| {
         vec![
@@ -209,6 +231,8 @@ fn openai_clients_through_the_governed_proxy() {
             ("HELM_AGENT_TOKEN", AGENT_TOKEN.to_owned()),
             ("HELM_APPROVER_TOKEN", APPROVER_TOKEN.to_owned()),
             ("HELM_STATE_DIR", state.path().display().to_string()),
+            ("HELM_PROXY_TLS_URL", tls_server.base.clone()),
+            ("HELM_PROXY_UNTRUSTED_URL", untrusted_server.base.clone()),
         ]
     };
     pytest(&["-m", "not after_restart"], &env(&server.base, &strict_server.base));

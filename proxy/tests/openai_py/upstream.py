@@ -5,7 +5,8 @@ The request's `model` names the scenario. Every request must carry the upstream 
 HELM token with it. `GET /__last/<model>` returns the last request body received for a
 scenario (tests check what the proxy passed on).
 
-    python3 upstream.py            # prints "upstream listening on http://127.0.0.1:PORT"
+    python3 upstream.py                   # prints "upstream listening on http://127.0.0.1:PORT"
+    python3 upstream.py --tls CA.pem      # HTTPS with a throwaway CA (written to CA.pem)
 """
 
 import json
@@ -342,6 +343,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(404, {"error": {"message": "no route", "type": "invalid_request_error", "param": None, "code": None}})
 
     def stream(self, events, cut):
+        try:
+            self.stream_inner(events, cut)
+        except (BrokenPipeError, ConnectionResetError):
+            # The proxy stopped reading (its client left): nothing to do.
+            self.close_connection = True
+
+    def stream_inner(self, events, cut):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -367,10 +375,61 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def tls_context(ca_out):
+    """A throwaway CA and a certificate for 127.0.0.1 (TEST ONLY); the CA goes to ca_out."""
+    import datetime
+    import ssl
+    import tempfile
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "helm test upstream CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    with open(ca_out, "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    d = tempfile.mkdtemp()
+    with open(d + "/cert.pem", "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(d + "/key.pem", "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d + "/cert.pem", d + "/key.pem")
+    return ctx
+
+
 def main():
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0), Handler)
+    args = sys.argv[1:]
+    tls = None
+    if args[:1] == ["--tls"]:
+        tls = tls_context(args[1])
+        args = args[2:]
+    server = ThreadingHTTPServer(("127.0.0.1", int(args[0]) if args else 0), Handler)
     server.daemon_threads = True
-    print("upstream listening on http://127.0.0.1:%d" % server.server_address[1], flush=True)
+    scheme = "http"
+    if tls:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    print("upstream listening on %s://127.0.0.1:%d" % (scheme, server.server_address[1]), flush=True)
     server.serve_forever()
 
 
