@@ -161,6 +161,12 @@ fn main() {
         );
         return;
     }
+    if std::env::args().any(|a| a == "--throughput") {
+        for callers in [1, 16, 64] {
+            println!("durable throughput, {callers:>2} callers: {:>8.0} decisions/s", throughput(callers, 3));
+        }
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 2_000 } else { 20_000 };
     println!("baseline: two Ed25519 signatures of 300 bytes: {:.1} us", baseline(n));
