@@ -450,3 +450,170 @@ fn stdio_raw_protocol_fail_closed_and_versions() {
     eprintln!("clean shutdown in {} ms", t0.elapsed().as_millis());
     verify_store(&setup);
 }
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Python MCP server on HTTP (streamable-http or sse), killed when dropped.
+struct PyServer(std::process::Child);
+
+impl PyServer {
+    fn start(python: &Path, transport: &str, port: u16, env: &[(&str, &str)]) -> PyServer {
+        let mut cmd = Command::new(python);
+        cmd.arg(mcp_py("server.py"))
+            .args(["--transport", transport, "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the Python server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PyServer(child)
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_args(server: &Server, path: &str, transport: &str, scenario: &str) -> Vec<String> {
+    vec![
+        "--transport".into(),
+        transport.into(),
+        "--scenario".into(),
+        scenario.into(),
+        "--url".into(),
+        format!("{}{path}", server.base),
+        "--token".into(),
+        AGENT_TOKEN.into(),
+        "--approver-token".into(),
+        APPROVER_TOKEN.into(),
+    ]
+}
+
+/// Streamable HTTP and HTTP+SSE on the client side, stdio on the upstream side; the
+/// approval of an escalated call over the kernel's HTTP API; then the same setup with a
+/// changed definition.
+#[test]
+fn http_and_sse_clients_stdio_upstream() {
+    let Some(py) = py1() else { return };
+    let clients: Vec<(&str, PathBuf)> = [("1.x", py1()), ("2.x", py2())]
+        .into_iter()
+        .filter_map(|(n, p)| p.map(|p| (n, p)))
+        .collect();
+    let server_cmd = format!("[{:?}, {:?}]", py.to_str().unwrap(), mcp_py("server.py"));
+    let setup = mcp_setup(&format!("[[mcp.server]]\nname = \"t\"\ncommand = {server_cmd}\n"));
+    let server = setup.start();
+    for (line, client) in &clients {
+        eprintln!("=== mcp {line} client, Streamable HTTP ===");
+        run_check(client, &http_args(&server, "/mcp/t", "http", "full"), &[], setup.path());
+        eprintln!("=== mcp {line} client, HTTP+SSE ===");
+        run_check(
+            client,
+            &http_args(&server, "/mcp/t/sse", "sse", "full"),
+            &[],
+            setup.path(),
+        );
+    }
+    // Refusals at the door: no token, a foreign Origin, an unknown server, no session.
+    let c = server.client();
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"0"}}});
+    assert_eq!(c.post("/mcp/t", None, &init).status, 401);
+    assert_eq!(c.post("/mcp/nope", Some(AGENT_TOKEN), &init).status, 404);
+    assert_eq!(c.post("/mcp/t", Some(APPROVER_TOKEN), &init).status, 403);
+    let r = c.post(
+        "/mcp/t",
+        Some(AGENT_TOKEN),
+        &json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = c.post_raw("/mcp/t", Some(AGENT_TOKEN), b"{not json");
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_i64()),
+        (400, Some(-32700)),
+        "{}",
+        r.text
+    );
+    let foreign = ureq_post_with_origin(&server.base, "/mcp/t", "http://evil.example", &init);
+    assert_eq!(foreign, 403);
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    // The server restarted with the changed definition: caught by the pin in the store.
+    std::fs::write(
+        setup.config(),
+        std::fs::read_to_string(setup.config())
+            .unwrap()
+            .replace("command = [", "env = { HELM_TEST_VARIANT = \"changed\" }\ncommand = ["),
+    )
+    .unwrap();
+    let server = setup.start();
+    run_check(
+        &clients[0].1,
+        &http_args(&server, "/mcp/t", "http", "changed"),
+        &[],
+        setup.path(),
+    );
+    assert!(server.terminate().success());
+    let (_, violations, effects) = verify_store(&setup);
+    assert!(
+        violations.iter().any(|v| v == "TOOL_DEFINITION_CHANGED"),
+        "{violations:?}"
+    );
+    assert!(
+        effects.iter().any(|e| e == "t/deploy:Succeeded"),
+        "approved deploy ran: {effects:?}"
+    );
+}
+
+fn ureq_post_with_origin(base: &str, path: &str, origin: &str, body: &Value) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    agent
+        .post(format!("{base}{path}"))
+        .header("Authorization", format!("Bearer {AGENT_TOKEN}"))
+        .header("Origin", origin)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .send(body.to_string().as_bytes())
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Streamable HTTP and HTTP+SSE on the upstream side (our Python server on each), and
+/// `deny_as = "error"`.
+#[test]
+fn http_upstreams_streamable_and_sse() {
+    let Some(py) = py1() else { return };
+    for (transport, path) in [("streamable-http", "/mcp"), ("sse", "/sse")] {
+        eprintln!("=== upstream {transport} ===");
+        let port = free_port();
+        let _up = PyServer::start(&py, transport, port, &[]);
+        let key = if transport == "sse" { "sse_url" } else { "url" };
+        let setup = mcp_setup(&format!(
+            "deny_as = \"error\"\n[[mcp.server]]\nname = \"t\"\n{key} = \"http://127.0.0.1:{port}{path}\"\n"
+        ));
+        let server = setup.start();
+        let mut args = http_args(&server, "/mcp/t", "http", "full");
+        args.extend(["--deny-as".into(), "error".into()]);
+        run_check(&py, &args, &[], setup.path());
+        assert!(server.terminate().success());
+        verify_store(&setup);
+    }
+}

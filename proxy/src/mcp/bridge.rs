@@ -78,6 +78,15 @@ pub struct ToClient {
     pub related: Option<String>,
 }
 
+/// With `HELM_MCP_TRACE` set, every relayed message is logged (development only: tool
+/// arguments and results appear in the log).
+pub(crate) fn trace(what: &str, v: &Value) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("HELM_MCP_TRACE").is_some()) {
+        log_info!("MCP trace {what}: {v}");
+    }
+}
+
 /// The key of an id: its JSON text (`1` and `"1"` differ).
 pub fn id_key(id: &Value) -> String {
     id.to_string()
@@ -197,6 +206,7 @@ impl Bridge {
         if self.lock().client_gone {
             return;
         }
+        trace("to client", &msg.to_value());
         let _ = self.client.send(ToClient {
             msg: msg.to_value(),
             related,
@@ -292,7 +302,9 @@ impl Bridge {
                 progress,
             },
         );
-        let _ = self.up.send(msg.to_value());
+        let v = msg.to_value();
+        trace("to upstream", &v);
+        let _ = self.up.send(v);
         Some(up)
     }
 
@@ -893,6 +905,7 @@ impl Bridge {
     }
 
     async fn upstream_message(self: &Arc<Self>, v: Value, related: Option<u64>) {
+        trace(&format!("from upstream (related {related:?})"), &v);
         let msg = match Message::from_value(v) {
             Ok(m) => m,
             Err(m) => {

@@ -231,6 +231,15 @@ impl HttpUp {
             }
         }
         let status = resp.status();
+        if is_init && status.is_success() {
+            // The session's standalone stream: server requests not tied to a call come there.
+            let me = self.clone();
+            tokio::spawn(async move {
+                // After the client's notifications/initialized has gone out.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                me.listen().await
+            });
+        }
         if status == StatusCode::ACCEPTED {
             return;
         }
@@ -259,10 +268,6 @@ impl HttpUp {
             self.bridge.from_upstream_bytes(&body, up_id).await;
         } else if up_id.is_some() {
             self.fail(up_id, &format!("the upstream answered HTTP {status}")).await;
-        }
-        if is_init && status.is_success() {
-            let me = self.clone();
-            tokio::spawn(async move { me.listen().await });
         }
     }
 

@@ -23,6 +23,8 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import mcp
 import mcp.types as types
@@ -98,7 +100,6 @@ async def sampling(context, params):
 
 def approve(args, decision):
     """Signs the approval challenge with the PUBLIC test approver key and submits it."""
-    import httpx
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives import serialization
 
@@ -108,12 +109,17 @@ def approve(args, decision):
     approval = decision["approval"]
     sig = key.sign(bytes.fromhex(approval["challenge"])).hex()
     base = args.url.split("/mcp/")[0]
-    r = httpx.post(
+    req = urllib.request.Request(
         f"{base}/v1/approvals/{approval['id']}",
-        json={"approver": f"ed25519:{pub}", "signature": sig},
-        headers={"Authorization": f"Bearer {args.approver_token}"},
+        data=json.dumps({"approver": f"ed25519:{pub}", "signature": sig}).encode(),
+        headers={"Authorization": f"Bearer {args.approver_token}", "Content-Type": "application/json"},
+        method="POST",
     )
-    return r.status_code, r.text
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 async def scenario_full(s, args):
