@@ -617,3 +617,121 @@ fn http_upstreams_streamable_and_sse() {
         verify_store(&setup);
     }
 }
+
+/// `@modelcontextprotocol/server-everything` in its Streamable HTTP and SSE modes as the
+/// upstream, the Python SDK on Streamable HTTP and HTTP+SSE in front.
+#[test]
+fn http_reference_server_everything() {
+    let (Some(py), Some(everything)) = (py1(), node_bin("mcp-server-everything")) else {
+        return;
+    };
+    for (mode, key, path, client) in [
+        ("streamableHttp", "url", "/mcp", "http"),
+        ("sse", "sse_url", "/sse", "sse"),
+    ] {
+        eprintln!("=== server-everything {mode}, client {client} ===");
+        let port = free_port();
+        let child = Command::new(&everything)
+            .arg(mode)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _up = PyServer(child);
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "server-everything did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let setup = mcp_setup(&format!(
+            "[[mcp.server]]\nname = \"everything\"\n{key} = \"http://127.0.0.1:{port}{path}\"\n"
+        ));
+        let server = setup.start();
+        let url = if client == "sse" {
+            "/mcp/everything/sse"
+        } else {
+            "/mcp/everything"
+        };
+        run_check(&py, &http_args(&server, url, client, "everything"), &[], setup.path());
+        assert!(server.terminate().success());
+        let (_, _, effects) = verify_store(&setup);
+        assert!(
+            effects.iter().any(|e| e == "everything/get-sum:Succeeded"),
+            "{effects:?}"
+        );
+    }
+}
+
+/// Revision 2026-07-28 (stateless): the mcp 2.x `Client` pinned to it, against our 2.x
+/// server, over stdio and over Streamable HTTP on both sides; the headers that must
+/// match the body are checked.
+#[test]
+fn modern_revision_stdio_and_http() {
+    let Some(py) = py2() else { return };
+    let upstream = vec![py.to_str().unwrap().to_owned(), mcp_py("server_modern.py")];
+    let setup = mcp_setup("");
+    run_check(&py, &stdio_args(&setup, "modern", "t", &upstream), &[], setup.path());
+    verify_store(&setup);
+
+    let port = free_port();
+    let child = Command::new(&py)
+        .arg(mcp_py("server_modern.py"))
+        .args(["--transport", "streamable-http", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _up = PyServer(child);
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the modern server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let setup = mcp_setup(&format!(
+        "[[mcp.server]]\nname = \"t\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+    ));
+    let server = setup.start();
+    run_check(&py, &http_args(&server, "/mcp/t", "http", "modern"), &[], setup.path());
+    // Headers that do not match the body, an unknown revision: refused before anything.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}});
+    let post = |name: &str, version: &str, body: &Value| {
+        let mut r = agent
+            .post(format!("{}/mcp/t", server.base))
+            .header("Authorization", format!("Bearer {AGENT_TOKEN}"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .header("MCP-Protocol-Version", version)
+            .header("Mcp-Method", "tools/call")
+            .header("Mcp-Name", name)
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap())
+    };
+    let (st, body) = post("rm", "2026-07-28", &call);
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("-32020"), "{body}");
+    let (st, body) = post("echo", "2025-11-25", &call);
+    assert!(st == 400 && body.contains("-32020"), "{body}");
+    let mut old = call.clone();
+    old["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let (st, body) = post("echo", "2099-01-01", &old);
+    assert!(
+        st == 400 && body.contains("-32022") && body.contains("supported"),
+        "{body}"
+    );
+    let (st, body) = post("echo", "2026-07-28", &call);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("echo: x"), "{body}");
+    assert!(server.terminate().success());
+    verify_store(&setup);
+}

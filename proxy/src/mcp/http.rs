@@ -76,6 +76,9 @@ struct Stream {
     waiting: HashSet<String>,
     json: Option<(Vec<Value>, oneshot::Sender<Vec<Value>>)>,
     done: bool,
+    /// Stateless requests travel under an id of the proxy's (clients of one principal
+    /// share a conversation): (that id's key, the client's id).
+    orig_id: Option<(String, Value)>,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +163,14 @@ impl Session {
             r.by_request.remove(k);
         }
         let Some(st) = r.streams.get_mut(&sid) else { return };
+        let mut m = m;
+        if let (Some((k, orig)), Some(id)) = (&st.orig_id, m.msg.get("id")) {
+            if is_response && id_key(id) == *k {
+                if let Some(o) = m.msg.as_object_mut() {
+                    o.insert("id".into(), orig.clone());
+                }
+            }
+        }
         if let Some((collected, _)) = &mut st.json {
             if is_response {
                 collected.push(m.msg);
@@ -603,7 +614,7 @@ async fn post_mcp(
                 Err(e) => return rpc_error(StatusCode::BAD_GATEWAY, id, code::UPSTREAM_UNAVAILABLE, &e, None),
             },
         };
-        return exchange(&session, inc, &headers, false).await;
+        return exchange_as(&session, inc, &headers, false, true).await;
     }
     let is_init = matches!(&inc, Incoming::One(Message::Request { method, .. }) if method == "initialize");
     if is_init {
@@ -661,6 +672,28 @@ async fn post_mcp(
 /// responses, else an SSE stream (or JSON, for clients that take only JSON) carrying
 /// the answers to its requests.
 async fn exchange(session: &Arc<Session>, inc: Incoming, headers: &HeaderMap, with_id: bool) -> Response {
+    exchange_as(session, inc, headers, with_id, false).await
+}
+
+async fn exchange_as(
+    session: &Arc<Session>,
+    mut inc: Incoming,
+    headers: &HeaderMap,
+    with_id: bool,
+    stateless: bool,
+) -> Response {
+    let mut orig_id = None;
+    if stateless {
+        if let Incoming::One(Message::Request { id, .. }) = &mut inc {
+            let n = {
+                let mut r = session.routes();
+                r.next_stream = r.next_stream.saturating_add(1);
+                r.next_stream
+            };
+            let ours = Value::String(format!("helm-{n}"));
+            orig_id = Some((id_key(&ours), core::mem::replace(id, ours)));
+        }
+    }
     let p = posted(&inc);
     if p.keys.is_empty() {
         session.bridge.from_client(inc);
@@ -691,6 +724,7 @@ async fn exchange(session: &Arc<Session>, inc: Incoming, headers: &HeaderMap, wi
                 waiting: p.keys.iter().cloned().collect(),
                 json: (!want_sse).then(|| (Vec::new(), json_tx)),
                 done: false,
+                orig_id,
             },
         );
     }
@@ -810,6 +844,7 @@ async fn get_mcp(
             waiting: HashSet::new(),
             json: None,
             done: false,
+            orig_id: None,
         },
     );
     r.get_stream = Some(sid);

@@ -278,6 +278,35 @@ async def run(args):
         ok("the client closed the proxy's stdin: clean shutdown")
 
 
+async def run_modern(args):
+    """2026-07-28 through the mcp 2.x `Client` pinned to the modern revision: no
+    initialize, per-request _meta (and on HTTP the Mcp-Method / Mcp-Name headers)."""
+    from mcp import Client
+
+    if args.transport == "stdio":
+        target = StdioServerParameters(command=args.command[0], args=args.command[1:], env=dict(os.environ))
+    else:
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        target = streamable_http_client(
+            args.url, http_client=create_mcp_http_client(headers={"Authorization": f"Bearer {args.token}"})
+        )
+    async with Client(target, mode="2026-07-28", cache=None) as c:
+        ok(f"connected statelessly at 2026-07-28 (mcp {VERSION})")
+        tools = await c.list_tools()
+        names = sorted(t.name for t in tools.tools)
+        check(names == ["add", "echo", "read_file"], "2026-07-28 tools/list filtered by policy", str(names))
+        r = await c.call_tool("echo", {"message": "modern"})
+        check(not err(r) and text_of(r) == "echo: modern", "2026-07-28 allowed call", text_of(r))
+        r = await c.call_tool("read_file", {"path": "/etc/shadow"})
+        check(err(r) and "POLICY_DENY" in text_of(r), "2026-07-28 denied call (isError)", text_of(r))
+        rt = getattr(r, "result_type", None) or getattr(r, "resultType", None)
+        check(rt in (None, "complete"), "the denial is a complete result", str(rt))
+        r = await c.call_tool("rm", {"path": "/workspace/x"})
+        check(err(r) and "POLICY_DENY" in text_of(r), "2026-07-28 rm refused", text_of(r))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--transport", choices=["stdio", "http", "sse"], required=True)
@@ -290,7 +319,7 @@ def main():
     ap.add_argument("command", nargs="*")
     args = ap.parse_args()
     t0 = time.time()
-    asyncio.run(run(args))
+    asyncio.run(run_modern(args) if args.scenario == "modern" else run(args))
     print(f"{PASSED} passed, 0 failed ({time.time() - t0:.1f} s)", flush=True)
 
 
