@@ -137,6 +137,13 @@ impl core::fmt::Debug for Sandbox {
     }
 }
 
+/// Whether wasmi dispatches by tail calls in a build with debug assertions (unsound).
+const TAIL_CALLS_WITH_DEBUG_ASSERTIONS: bool = cfg!(all(
+    feature = "tail-call-dispatch",
+    not(feature = "portable-dispatch"),
+    debug_assertions
+));
+
 /// The engine configuration of fuel model 1 (spec/sandbox.md §5).
 pub(crate) fn engine_config(consume_fuel: bool) -> Config {
     let mut c = Config::default();
@@ -210,7 +217,17 @@ fn engine_err(e: Error) -> SandboxError {
 
 impl Sandbox {
     /// A sandbox with `config`.
+    ///
+    /// Refuses (`ENGINE_ERROR`) to start with the `tail-call-dispatch` feature in a build
+    /// with debug assertions, where that dispatch can overflow the host's stack.
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        if TAIL_CALLS_WITH_DEBUG_ASSERTIONS {
+            return Err(SandboxError::Engine(
+                "the tail-call-dispatch feature is unsound in a build with debug assertions \
+                 (a guest's loop can overflow the host stack); use portable-dispatch"
+                    .into(),
+            ));
+        }
         Sandbox::with_engine(config, engine_config(true))
     }
 
@@ -458,6 +475,14 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_call_dispatch_is_refused_with_debug_assertions() {
+        assert_eq!(
+            Sandbox::new(SandboxConfig::default()).is_err(),
+            TAIL_CALLS_WITH_DEBUG_ASSERTIONS
+        );
+    }
 
     #[test]
     fn sandbox_is_send_and_sync() {

@@ -46,6 +46,12 @@
     )
 )]
 
+#[cfg(not(any(feature = "portable-dispatch", feature = "tail-call-dispatch")))]
+compile_error!(
+    "helm-sandbox needs the `portable-dispatch` (default) or the `tail-call-dispatch` feature: \
+     without either, wasmi dispatches by tail calls in every build, which is unsound without optimisation"
+);
+
 mod drbg;
 mod engine;
 mod error;
