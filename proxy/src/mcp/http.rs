@@ -439,6 +439,10 @@ impl McpHttp {
         }
     }
 
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is the HTTP answer itself, built once per refused request"
+    )]
     fn check(&self, headers: &HeaderMap, auth: &Authenticated, server: &str) -> Result<(), Response> {
         if !origin_allowed(header_str(headers, "origin"), &self.shared.settings.allowed_origins) {
             return Err(rpc_error(
@@ -497,6 +501,10 @@ impl McpHttp {
         Ok(session)
     }
 
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is the HTTP answer itself, built once per refused request"
+    )]
     fn session(&self, headers: &HeaderMap, principal: &str, server: &str) -> Result<Arc<Session>, Response> {
         let Some(id) = header_str(headers, "mcp-session-id") else {
             return Err(rpc_error(

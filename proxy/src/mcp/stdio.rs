@@ -150,6 +150,10 @@ pub async fn stop_child(child: &mut Child) -> String {
 
 /// The client side on our own stdin/stdout: reads messages until end of input (or
 /// `stop`), then shuts the upstream down cleanly. Returns when both sides are done.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the two sides, their channels and the stop signal, wired once by run_stdio"
+)]
 pub async fn serve_stdio<R, W>(
     bridge: Arc<Bridge>,
     up_tx: mpsc::UnboundedSender<Value>,

@@ -109,11 +109,12 @@ struct HttpUp {
 
 /// A header value safe to send as is, or the `=?base64?…?=` sentinel form (2026-07-28).
 fn header_text(s: &str) -> String {
+    let sentinel = s.starts_with("=?base64?") && s.ends_with("?=");
     let plain = !s.is_empty()
         && s.bytes().all(|b| (0x20..0x7f).contains(&b))
         && !s.starts_with(' ')
         && !s.ends_with(' ')
-        && !(s.starts_with("=?base64?") && s.ends_with("?="));
+        && !sentinel;
     if plain {
         s.to_owned()
     } else {
