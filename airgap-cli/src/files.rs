@@ -77,6 +77,29 @@ impl Input {
         }
     }
 
+    /// A regular file, opened so that it can be read twice (pack-format's two-pass
+    /// verification needs less memory); `None` for standard input and other files.
+    pub(crate) fn open_seekable(&self) -> Result<Option<SeekableOpened>, CliError> {
+        let Input::File(p) = self else { return Ok(None) };
+        let f = File::open(p).map_err(|e| CliError::io(format!("cannot open {}", p.display()), &e))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| CliError::io(format!("cannot read {}", p.display()), &e))?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let count = Rc::new(Cell::new(0u64));
+        let r = Counting {
+            inner: f,
+            count: count.clone(),
+        };
+        Ok(Some(SeekableOpened {
+            reader: io::BufReader::with_capacity(256 << 10, r),
+            read: count,
+            size: meta.len(),
+        }))
+    }
+
     /// Reads the whole input.
     pub(crate) fn read_all(&self) -> Result<Vec<u8>, CliError> {
         let mut buf = Vec::new();
@@ -107,9 +130,32 @@ impl core::fmt::Debug for Opened {
 }
 
 /// Counts the bytes read through it (for progress reports).
-struct Counting<R> {
+pub(crate) struct Counting<R> {
     inner: R,
     count: Rc<Cell<u64>>,
+}
+
+impl core::fmt::Debug for SeekableOpened {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SeekableOpened")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: io::Seek> io::Seek for Counting<R> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+/// A regular file opened by [`Input::open_seekable`].
+pub(crate) struct SeekableOpened {
+    /// The bytes, buffered.
+    pub(crate) reader: io::BufReader<Counting<File>>,
+    /// How many bytes were read so far (for progress reports; a second pass adds up).
+    pub(crate) read: Rc<Cell<u64>>,
+    pub(crate) size: u64,
 }
 
 impl<R: Read> Read for Counting<R> {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use pack_format::transport::Wrapper;
-use pack_format::{verify_reader, Observer, PackSummary, VerifyOptions};
+use pack_format::{verify_reader, verify_seekable, Observer, PackSummary, VerifyOptions};
 use serde::Serialize;
 use verify_core::{Body, Hash, Kind, Record};
 
@@ -256,6 +256,12 @@ struct FailedReport {
     error: ErrorReport,
 }
 
+/// Where the pack comes from.
+enum Source {
+    File(std::io::BufReader<crate::files::Counting<File>>),
+    Stream(Box<dyn Read>),
+}
+
 /// Whether the file starts with a compression wrapper's magic bytes.
 fn is_compressed(path: &Path) -> bool {
     let mut magic = [0u8; 4];
@@ -273,8 +279,15 @@ fn count_text(n: u64, capped: bool) -> String {
 
 pub(crate) fn run(cfg: &VerifyConfig) -> Result<Status, CliError> {
     let trust = TrustRoot::load(&cfg.trust_root)?;
-    let opened = cfg.pack.open()?;
-    let (reader, read, size) = (opened.reader, opened.read, opened.size);
+    // A regular file is verified by pack-format's two-pass reader where that needs less
+    // memory (large packs); standard input and pipes in one pass. Same verdicts.
+    let (source, read, size) = match cfg.pack.open_seekable()? {
+        Some(f) => (Source::File(f.reader), f.read, Some(f.size)),
+        None => {
+            let opened = cfg.pack.open()?;
+            (Source::Stream(opened.reader), opened.read, opened.size)
+        }
+    };
     let mut collector = Collector::default();
     if let (Some(total), Input::File(path)) = (size.filter(|s| *s > PROGRESS_MIN), &cfg.pack) {
         if io::stderr().is_terminal() {
@@ -290,7 +303,10 @@ pub(crate) fn run(cfg: &VerifyConfig) -> Result<Status, CliError> {
         max_table_bytes: cfg.max_memory,
         ..VerifyOptions::default()
     };
-    let result = verify_reader(reader, &trust.keys(), &opts, &mut collector);
+    let result = match source {
+        Source::File(f) => verify_seekable(f, &trust.keys(), &opts, &mut collector),
+        Source::Stream(r) => verify_reader(r, &trust.keys(), &opts, &mut collector),
+    };
     if let Some(p) = &collector.progress {
         p.clear();
     }

@@ -137,6 +137,40 @@ pub struct PackReader<'t> {
     item: Option<ItemParser>,
     /// Partial packs: the position of the last record.
     last_position: Option<u64>,
+    /// Two-pass verification: blob references left to a second pass.
+    deferred: Option<Deferred<'t>>,
+}
+
+/// What a first pass that defers reference checks keeps (`new_deferring_references`).
+#[derive(Debug)]
+#[cfg_attr(not(feature = "std"), allow(dead_code, reason = "two-pass verification is std-only"))]
+struct Deferred<'t> {
+    /// The blob table a single pass would have: present and withheld names.
+    capacity: usize,
+    last_present: Option<Hash>,
+    /// For each accepted EFFECT in order, the intent its permit belongs to.
+    effects: &'t mut [u32],
+    effects_n: usize,
+    /// A buffer smaller than a single pass's table ran out: the result of this pass
+    /// must not be used (verify in one pass instead).
+    fell_short: bool,
+}
+
+/// What a first pass that deferred its reference checks saw, for the second pass.
+#[cfg(feature = "std")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FirstPass {
+    /// Records accepted, and the root over their hashes.
+    pub(crate) records: u64,
+    pub(crate) records_root: Hash,
+    /// Present and withheld blobs read, and the roots over their names.
+    pub(crate) blobs: u64,
+    pub(crate) blobs_root: Hash,
+    pub(crate) withheld: u64,
+    pub(crate) withheld_root: Hash,
+    /// EFFECT permit links recorded.
+    pub(crate) effects: usize,
+    pub(crate) fell_short: bool,
 }
 
 /// Most hashes in a proof item's inclusion or consistency path (spec/evidencepack.md §9.3).
@@ -356,7 +390,7 @@ fn hex_digit(b: u8) -> Option<u8> {
     }
 }
 
-fn parse_blob_name(name: &str) -> Option<Hash> {
+pub(crate) fn parse_blob_name(name: &str) -> Option<Hash> {
     let hex = name.strip_prefix("blobs/sha256/")?.as_bytes();
     if hex.len() != 64 {
         return None;
@@ -467,6 +501,47 @@ impl<'t> PackReader<'t> {
             tree: None,
             item: None,
             last_position: None,
+            deferred: None,
+        }
+    }
+
+    #[cfg(feature = "std")]
+    /// A reader for the first pass of a two-pass verification (`std` only): it checks
+    /// everything except the blob references (§4.3: each reference present or withheld,
+    /// every blob referenced), and keeps no present blob names (`buffers.blobs` holds only
+    /// withheld ones; `blob_capacity` is the table size a single pass would have, for
+    /// identical capacity errors). With a verifier from
+    /// [`Verifier::new_deferring_effect_match`], `effects` receives each accepted EFFECT's
+    /// permitted intent. The second pass must check what was left out.
+    pub(crate) fn new_deferring_references(
+        verifier: Verifier<'t>,
+        buffers: PackBuffers<'t>,
+        blob_capacity: usize,
+        effects: &'t mut [u32],
+    ) -> PackReader<'t> {
+        let mut r = PackReader::new(verifier, buffers);
+        r.deferred = Some(Deferred {
+            capacity: blob_capacity,
+            last_present: None,
+            effects,
+            effects_n: 0,
+            fell_short: false,
+        });
+        r
+    }
+
+    /// The first pass's view, for the second (before [`PackReader::finish`]).
+    #[cfg(feature = "std")]
+    pub(crate) fn first_pass(&self) -> FirstPass {
+        FirstPass {
+            records: self.verifier.count(),
+            records_root: self.verifier.root(),
+            blobs: self.present_n as u64,
+            blobs_root: self.blobs_merkle.root(),
+            withheld: self.withheld_n as u64,
+            withheld_root: self.withheld_merkle.root(),
+            effects: self.deferred.as_ref().map_or(0, |d| d.effects_n),
+            fell_short: self.deferred.as_ref().is_some_and(|d| d.fell_short),
         }
     }
 
@@ -641,11 +716,15 @@ impl<'t> PackReader<'t> {
                 let Some(hash) = parse_blob_name(n) else {
                     return unexpected(self, "blob names are blobs/sha256/ and 64 lowercase hex digits");
                 };
-                let previous = self
-                    .present_n
-                    .checked_sub(1)
-                    .and_then(|i| self.blobs.get(self.withheld_n.saturating_add(i)));
-                if previous.is_some_and(|p| hash <= p.name) {
+                let previous = match &self.deferred {
+                    Some(d) => d.last_present,
+                    None => self
+                        .present_n
+                        .checked_sub(1)
+                        .and_then(|i| self.blobs.get(self.withheld_n.saturating_add(i)))
+                        .map(|p| p.name),
+                };
+                if previous.is_some_and(|p| hash <= p) {
                     return Err(self.fail(PackCode::BlobOrder, "blob names are not strictly ascending"));
                 }
                 if self.find_in(0, self.withheld_n, &hash).is_some() {
@@ -734,8 +813,20 @@ impl<'t> PackReader<'t> {
         if previous.is_some_and(|p| hash <= p.name) {
             return Err(self.fail(PackCode::WithheldInvalid, "withheld names are not strictly ascending"));
         }
+        let short = match &mut self.deferred {
+            Some(d) if self.withheld_n >= self.blobs.len() && self.withheld_n < d.capacity => {
+                d.fell_short = true;
+                true
+            }
+            _ => false,
+        };
         let Some(slot) = self.blobs.get_mut(self.withheld_n) else {
-            return Err(self.fail(PackCode::CapacityExceeded, "blob table is full"));
+            let detail = if short {
+                "withheld names beyond the first pass's table (verify in one pass)"
+            } else {
+                "blob table is full"
+            };
+            return Err(self.fail(PackCode::CapacityExceeded, detail));
         };
         *slot = BlobSlot {
             name: hash,
@@ -850,7 +941,23 @@ impl<'t> PackReader<'t> {
             .push_checked(bytes, check.as_ref())
             .map_err(|e| PackError::record(e, self.offset).at_entry(self.entry, self.name()))?;
         self.segment_records = self.segment_records.saturating_add(1);
-        self.check_reference(index, &rec)?;
+        if let Some(d) = &mut self.deferred {
+            if matches!(rec.body, Body::Effect { .. }) {
+                match d.effects.get_mut(d.effects_n) {
+                    Some(slot) => *slot = self.verifier.last_intent().unwrap_or(u32::MAX),
+                    None => {
+                        d.fell_short = true;
+                        return Err(self.fail(
+                            PackCode::CapacityExceeded,
+                            "more EFFECTs than the first pass's table (verify in one pass)",
+                        ));
+                    }
+                }
+                d.effects_n = d.effects_n.saturating_add(1);
+            }
+        } else {
+            self.check_reference(index, &rec)?;
+        }
         obs.record(index, &rec);
         Ok(())
     }
@@ -1076,13 +1183,21 @@ impl<'t> PackReader<'t> {
                     return Err(self.fail(PackCode::BlobHashMismatch, "the blob's SHA-256 is not its name"));
                 }
                 let at = self.withheld_n.saturating_add(self.present_n);
-                let Some(slot) = self.blobs.get_mut(at) else {
-                    return Err(self.fail(PackCode::CapacityExceeded, "blob table is full"));
-                };
-                *slot = BlobSlot {
-                    name: digest,
-                    referenced: false,
-                };
+                if let Some(d) = &mut self.deferred {
+                    // Not kept: the second pass reads the names again.
+                    if at >= d.capacity {
+                        return Err(self.fail(PackCode::CapacityExceeded, "blob table is full"));
+                    }
+                    d.last_present = Some(digest);
+                } else {
+                    let Some(slot) = self.blobs.get_mut(at) else {
+                        return Err(self.fail(PackCode::CapacityExceeded, "blob table is full"));
+                    };
+                    *slot = BlobSlot {
+                        name: digest,
+                        referenced: false,
+                    };
+                }
                 self.present_n = self.present_n.saturating_add(1);
                 self.blobs_merkle.push(&digest);
                 obs.blob(&digest, self.blob_size);
@@ -1186,7 +1301,11 @@ impl<'t> PackReader<'t> {
             return Err(at_manifest(PackCode::ManifestMismatch, detail));
         }
         let total = self.withheld_n.saturating_add(self.present_n);
-        if let Some(s) = self.blobs.get(..total).and_then(|b| b.iter().find(|s| !s.referenced)) {
+        let unreferenced = match self.deferred {
+            Some(_) => None,
+            None => self.blobs.get(..total).and_then(|b| b.iter().find(|s| !s.referenced)),
+        };
+        if let Some(s) = unreferenced {
             let mut e = PackError::new(
                 PackCode::BlobUnreferenced,
                 self.offset,

@@ -18,7 +18,7 @@ use verify_core::{Capacity, OwnedTables, Verifier, MAX_RECORD_SIZE};
 use crate::error::{PackCode, PackError};
 use crate::manifest::{Manifest, MAX_MANIFEST_SIZE};
 use crate::parallel::{Checks, Preframer, WithChecks};
-use crate::reader::{BlobSlot, Observer, PackBuffers, PackReader, PackSummary};
+use crate::reader::{BlobSlot, FirstPass, Observer, PackBuffers, PackReader, PackSummary};
 use crate::tar::{self, BLOCK};
 use crate::transport::{self, Limits, Wrapper};
 
@@ -34,6 +34,8 @@ pub struct VerifyOptions {
     /// Threads verifying, including the reader's own (1: everything on the calling
     /// thread). Default: the machine's available parallelism.
     pub threads: usize,
+    /// When [`crate::verify_seekable`] reads a pack twice to need less memory.
+    pub two_pass: crate::TwoPass,
 }
 
 impl Default for VerifyOptions {
@@ -43,6 +45,7 @@ impl Default for VerifyOptions {
             max_table_bytes: 4 << 30,
             chunk: 256 << 10,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
+            two_pass: crate::TwoPass::Auto,
         }
     }
 }
@@ -174,17 +177,35 @@ fn feed_parallel<O: Observer>(
     })
 }
 
-/// Verifies a pack read from `source` against `anchors`.
+/// Verifies a pack read from `source` against `anchors`, in one pass.
 pub fn verify_reader<R: Read, O: Observer>(
     source: R,
     anchors: &[[u8; 32]],
     opts: &VerifyOptions,
     obs: &mut O,
 ) -> Result<(Wrapper, PackSummary), StreamError> {
-    let (wrapper, mut input) = transport::open(source, opts.limits).map_err(|e| io_error(e, 0))?;
-    // The first header and the manifest tell how large the tables must be.
+    let pass = run_pass(source, anchors, opts, obs, false)?;
+    pass.result
+        .map(|s| (pass.wrapper, s))
+        .map_err(|e| StreamError::Pack(Box::new(e)))
+}
+
+/// One pass over a pack: the verdict, and (for a first pass that deferred its reference
+/// checks) what the second pass needs.
+pub(crate) struct Pass {
+    pub(crate) wrapper: Wrapper,
+    pub(crate) manifest: Option<Manifest>,
+    pub(crate) result: Result<PackSummary, PackError>,
+    pub(crate) first: Option<FirstPass>,
+    /// For each accepted EFFECT, the intent its permit belongs to (deferred passes).
+    pub(crate) effects: Vec<u32>,
+}
+
+/// Reads the transport wrapper and the manifest at the start of `input`: the bytes read
+/// and the manifest, if it decodes.
+fn read_prefix(input: &mut dyn Read) -> Result<(Vec<u8>, Option<Manifest>), StreamError> {
     let mut prefix = vec![0u8; BLOCK.saturating_add(MAX_MANIFEST_SIZE)];
-    let got = read_full(&mut input, &mut prefix).map_err(|e| io_error(e, 0))?;
+    let got = read_full(input, &mut prefix).map_err(|e| io_error(e, 0))?;
     prefix.truncate(got);
     let manifest = prefix
         .get(..BLOCK)
@@ -199,6 +220,70 @@ pub fn verify_reader<R: Read, O: Observer>(
                 .ok()
                 .map(|(m, _)| m)
         });
+    Ok((prefix, manifest))
+}
+
+/// Feeds the rest of `input` to `reader`; a pack error is the verdict (returned in
+/// `Ok(Err(..))`), an I/O error is not.
+fn feed_all<O: Observer>(
+    reader: &mut PackReader<'_>,
+    prefix: Vec<u8>,
+    input: &mut dyn Read,
+    opts: &VerifyOptions,
+    records: u64,
+    obs: &mut O,
+) -> Result<Result<(), PackError>, StreamError> {
+    // Threads pay off only for packs with more than a few records.
+    if opts.threads <= 1 || records < PARALLEL_MIN_RECORDS {
+        if let Err(e) = reader.feed(&prefix, obs) {
+            return Ok(Err(e));
+        }
+        let mut buf = vec![0u8; opts.chunk.max(BLOCK)];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return match io_error(e, reader.offset()) {
+                        StreamError::Pack(p) => Ok(Err(*p)),
+                        other => Err(other),
+                    }
+                }
+            };
+            if let Err(e) = reader.feed(buf.get(..n).unwrap_or(&[]), obs) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    } else {
+        match feed_parallel(reader, prefix, input, opts, obs) {
+            Ok(()) => Ok(Ok(())),
+            Err(StreamError::Pack(p)) => Ok(Err(*p)),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// One pass: a single-pass verification, or (`deferred`) the first pass of a two-pass
+/// one, which keeps no present blob names and no call digests.
+pub(crate) fn run_pass<R: Read, O: Observer>(
+    source: R,
+    anchors: &[[u8; 32]],
+    opts: &VerifyOptions,
+    obs: &mut O,
+    deferred: bool,
+) -> Result<Pass, StreamError> {
+    let (wrapper, mut input) = transport::open(source, opts.limits).map_err(|e| io_error(e, 0))?;
+    // The first header and the manifest tell how large the tables must be.
+    let (prefix, manifest) = read_prefix(&mut input)?;
+    let verdict = |result| Pass {
+        wrapper,
+        manifest,
+        result,
+        first: None,
+        effects: Vec::new(),
+    };
     let (capacity, blobs) = match &manifest {
         Some(m) => {
             let (c, bytes) = capacity_for(m, anchors.len());
@@ -209,7 +294,7 @@ pub fn verify_reader<R: Read, O: Observer>(
                     "the manifest claims more records than the memory cap allows (raise --max-memory)",
                 );
                 e.needed = Some(bytes);
-                return Err(StreamError::Pack(Box::new(e)));
+                return Ok(verdict(Err(e)));
             }
             (
                 c,
@@ -228,38 +313,51 @@ pub fn verify_reader<R: Read, O: Observer>(
             0,
         ),
     };
-    let mut tables = OwnedTables::new(capacity);
-    let verifier = Verifier::new(anchors, tables.tables()).map_err(StreamError::Setup)?;
+    let records = manifest.as_ref().map_or(0, |m| m.records);
     let mut record_buf = vec![0u8; MAX_RECORD_SIZE];
-    let mut blob_table: Vec<BlobSlot> = vec![BlobSlot::default(); blobs];
-    let mut reader = PackReader::new(
+    if !deferred {
+        let mut tables = OwnedTables::new(capacity);
+        let verifier = Verifier::new(anchors, tables.tables()).map_err(StreamError::Setup)?;
+        let mut blob_table: Vec<BlobSlot> = vec![BlobSlot::default(); blobs];
+        let mut reader = PackReader::new(
+            verifier,
+            PackBuffers {
+                record: &mut record_buf,
+                blobs: &mut blob_table,
+            },
+        );
+        let fed = feed_all(&mut reader, prefix, &mut input, opts, records, obs)?;
+        return Ok(verdict(fed.and_then(|()| reader.finish())));
+    }
+    // The first of two passes: no call digests, no present blob names (the second pass
+    // reads them again); the withheld names the manifest claims, and a zeroed (so
+    // untouched until written) slot per record for the EFFECTs' permit links.
+    let mut tables = OwnedTables::without_digests(capacity);
+    let verifier = Verifier::new_deferring_effect_match(anchors, tables.tables()).map_err(StreamError::Setup)?;
+    let withheld = manifest
+        .as_ref()
+        .map_or(0, |m| usize::try_from(m.withheld).unwrap_or(usize::MAX))
+        .min(blobs);
+    let mut blob_table: Vec<BlobSlot> = vec![BlobSlot::default(); withheld];
+    let mut effects = vec![0u32; capacity.records];
+    let mut reader = PackReader::new_deferring_references(
         verifier,
         PackBuffers {
             record: &mut record_buf,
             blobs: &mut blob_table,
         },
+        blobs,
+        &mut effects,
     );
-    // Threads pay off only for packs with more than a few records.
-    let records = manifest.as_ref().map_or(0, |m| m.records);
-    if opts.threads <= 1 || records < PARALLEL_MIN_RECORDS {
-        reader.feed(&prefix, obs).map_err(|e| StreamError::Pack(Box::new(e)))?;
-        let mut buf = vec![0u8; opts.chunk.max(BLOCK)];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(e, reader.offset())),
-            };
-            reader
-                .feed(buf.get(..n).unwrap_or(&[]), obs)
-                .map_err(|e| StreamError::Pack(Box::new(e)))?;
-        }
-    } else {
-        feed_parallel(&mut reader, prefix, &mut input, opts, obs)?;
-    }
-    reader
-        .finish()
-        .map(|s| (wrapper, s))
-        .map_err(|e| StreamError::Pack(Box::new(e)))
+    let fed = feed_all(&mut reader, prefix, &mut input, opts, records, obs)?;
+    let first = reader.first_pass();
+    let result = fed.and_then(|()| reader.finish());
+    effects.truncate(first.effects);
+    Ok(Pass {
+        wrapper,
+        manifest,
+        result,
+        first: Some(first),
+        effects,
+    })
 }

@@ -79,15 +79,38 @@ pub(crate) const INTENT_ESCALATED: u8 = 4; // an ESCALATE was recorded
 pub(crate) const INTENT_APPROVED: u8 = 8; // ... and an APPROVAL granted it
 pub(crate) const INTENT_EFFECT: u8 = 16; // the permit was used by an EFFECT
 
-/// An ESCALATE's terms, kept until the end (APPROVALs are checked against them).
+/// An ESCALATE's terms, kept until the end (APPROVALs are checked against them). Byte
+/// arrays (alignment 1): 51 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EscalationSlot {
-    pub(crate) not_before: u64,
-    pub(crate) expires: u64,
-    pub(crate) quorum: u64,
+    not_before: [u8; 8],
+    expires: [u8; 8],
+    /// 1-16 (checked when the DECISION decodes).
+    pub(crate) quorum: u8,
     pub(crate) role: [u8; MAX_ROLE_LEN],
     pub(crate) role_len: u8,
     pub(crate) resolved: bool,
+}
+
+impl EscalationSlot {
+    pub(crate) fn new(not_before: u64, expires: u64, quorum: u8, role: [u8; MAX_ROLE_LEN], role_len: u8) -> Self {
+        EscalationSlot {
+            not_before: not_before.to_le_bytes(),
+            expires: expires.to_le_bytes(),
+            quorum,
+            role,
+            role_len,
+            resolved: false,
+        }
+    }
+
+    pub(crate) fn not_before(&self) -> u64 {
+        u64::from_le_bytes(self.not_before)
+    }
+
+    pub(crate) fn expires(&self) -> u64 {
+        u64::from_le_bytes(self.expires)
+    }
 }
 
 /// A key of the trust registry: an anchor or a key published by a TRUST_EVENT.
@@ -112,15 +135,34 @@ impl KeySlot {
     }
 }
 
-/// Sequence state of one (signer, session) pair.
+/// Sequence state of one (signer, session) pair. Byte arrays (alignment 1): 45 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StreamSlot {
     /// SHA-256 over the signer key and the session id.
     pub(crate) id: Hash,
     pub(crate) used: bool,
-    pub(crate) next_seq: u64,
+    next_seq: [u8; 8],
     /// Table position of the last record of this stream.
-    pub(crate) last: u32,
+    last: [u8; 4],
+}
+
+impl StreamSlot {
+    pub(crate) fn new(id: Hash, next_seq: u64, last: u32) -> StreamSlot {
+        StreamSlot {
+            id,
+            used: true,
+            next_seq: next_seq.to_le_bytes(),
+            last: last.to_le_bytes(),
+        }
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        u64::from_le_bytes(self.next_seq)
+    }
+
+    pub(crate) fn last(&self) -> u32 {
+        u32::from_le_bytes(self.last)
+    }
 }
 
 /// Memory for one verification, borrowed from the caller.

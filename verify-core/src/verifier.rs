@@ -697,7 +697,7 @@ impl<'t> Verifier<'t> {
             .stream_slot(&stream_id)
             .ok_or_else(|| self.capacity(rec, "stream table is full"))?;
         let stream = self.t.streams.get(si).copied().unwrap_or_default();
-        let expected = if stream.used { stream.next_seq } else { 0 };
+        let expected = if stream.used { stream.next_seq() } else { 0 };
         // Partial streams: a gap is an error only in a stream whose records are all carried.
         let strict = match &self.partial {
             None => true,
@@ -725,7 +725,7 @@ impl<'t> Verifier<'t> {
                 )
                 .numbers(expected, rec.seq);
             if rec.seq.checked_add(1) == Some(expected) {
-                if let Some(twin) = self.slot(stream.last) {
+                if let Some(twin) = self.slot(stream.last()) {
                     e = e.related(twin.hash);
                 }
             }
@@ -765,12 +765,7 @@ impl<'t> Verifier<'t> {
             self.streams_used = self.streams_used.saturating_add(1);
         }
         if let Some(s) = self.t.streams.get_mut(si) {
-            *s = StreamSlot {
-                id: stream_id,
-                used: true,
-                next_seq: rec.seq.saturating_add(1),
-                last: pos,
-            };
+            *s = StreamSlot::new(stream_id, rec.seq.saturating_add(1), pos);
         }
         if let Some(k) = self.t.keys.get_mut(ki) {
             k.last_signed = index.saturating_add(1);
@@ -1006,14 +1001,9 @@ impl<'t> Verifier<'t> {
                 if let Some(d) = role.get_mut(..rb.len()) {
                     d.copy_from_slice(rb);
                 }
-                let slot = EscalationSlot {
-                    not_before: terms.not_before,
-                    expires: terms.expires,
-                    quorum: terms.quorum,
-                    role,
-                    role_len: rb.len() as u8,
-                    resolved: false,
-                };
+                // The quorum is 1-16 (checked when the DECISION decoded).
+                let quorum = u8::try_from(terms.quorum).unwrap_or(u8::MAX);
+                let slot = EscalationSlot::new(terms.not_before, terms.expires, quorum, role, rb.len() as u8);
                 match self.t.escalations.get_mut(ei as usize) {
                     Some(s) => *s = slot,
                     None => return Err(self.capacity(rec, "escalation table is full")),
@@ -1072,15 +1062,15 @@ impl<'t> Verifier<'t> {
             .get((islot.escalation() as usize).wrapping_sub(1))
             .copied()
             .unwrap_or_default();
-        if rec.time < esc.not_before {
+        if rec.time < esc.not_before() {
             return Err(self
                 .err(rec, (ErrorCode::ApprovalTimelock, "approved before the timelock ended"))
-                .numbers(esc.not_before, rec.time));
+                .numbers(esc.not_before(), rec.time));
         }
-        if rec.time > esc.expires {
+        if rec.time > esc.expires() {
             return Err(self
                 .err(rec, (ErrorCode::ApprovalExpired, "approved after the ESCALATE expired"))
-                .numbers(esc.expires, rec.time));
+                .numbers(esc.expires(), rec.time));
         }
         let role = core::str::from_utf8(esc.role.get(..usize::from(esc.role_len)).unwrap_or(&[])).unwrap_or("");
         let challenge = approval_challenge(&parent);
@@ -1106,13 +1096,13 @@ impl<'t> Verifier<'t> {
             }
         }
         let n = approvals.len() as u64;
-        if n < esc.quorum {
+        if n < u64::from(esc.quorum) {
             return Err(self
                 .err(
                     rec,
                     (ErrorCode::ApprovalQuorum, "fewer distinct approvers than the quorum"),
                 )
-                .numbers(esc.quorum, n));
+                .numbers(u64::from(esc.quorum), n));
         }
         if let Some(s) = self.t.intents.get_mut(ii as usize) {
             s.flags |= INTENT_APPROVED;
