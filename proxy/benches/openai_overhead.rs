@@ -12,7 +12,12 @@
 //! ```sh
 //! cargo bench -p helm-proxy --bench openai_overhead            # full
 //! cargo bench -p helm-proxy --bench openai_overhead -- --quick # fewer requests
+//! cargo bench -p helm-proxy --bench openai_overhead -- --only b --buffered
 //! ```
+//!
+//! "prx CPU" is the CPU time of every `helm-proxy` thread per request (from
+//! `/proc/PID/task/*/schedstat`): steadier than wall-clock percentiles on a busy machine
+//! (hardware instruction counters are not available on these virtual machines).
 
 #![allow(
     clippy::unwrap_used,
@@ -221,6 +226,19 @@ struct Round {
     p50: f64,
     p99: f64,
     rps: f64,
+    /// CPU time of the proxy per request (µs), when measured.
+    cpu: f64,
+}
+
+/// CPU time used so far by every thread of process `pid` (ns), from /proc schedstat.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .sum()
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -228,8 +246,9 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-fn round(addr: &str, token: &str, s: Scenario, conc: usize, per_client: usize) -> Round {
+fn round(addr: &str, token: &str, s: Scenario, conc: usize, per_client: usize, pid: Option<u32>) -> Round {
     let body = Arc::new(s.body());
+    let cpu0 = pid.map(cpu_ns);
     let t0 = Instant::now();
     let handles: Vec<_> = (0..conc)
         .map(|_| {
@@ -239,17 +258,22 @@ fn round(addr: &str, token: &str, s: Scenario, conc: usize, per_client: usize) -
         .collect();
     let mut all: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let wall = t0.elapsed();
+    let cpu = match (pid, cpu0) {
+        (Some(p), Some(c0)) => cpu_ns(p).saturating_sub(c0) as f64 / 1e3 / all.len() as f64,
+        _ => 0.0,
+    };
     all.sort();
     Round {
         p50: pct(&all, 0.50),
         p99: pct(&all, 0.99),
         rps: all.len() as f64 / wall.as_secs_f64(),
+        cpu,
     }
 }
 
 /// Median of three rounds (by p50; p99 and throughput medians taken separately).
 fn median3(mut f: impl FnMut() -> Round) -> Round {
-    let mut r: Vec<Round> = (0..3).map(|_| f()).collect();
+    let r: Vec<Round> = (0..3).map(|_| f()).collect();
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[1]
@@ -257,7 +281,8 @@ fn median3(mut f: impl FnMut() -> Round) -> Round {
     Round {
         p50: med(&mut r.iter().map(|x| x.p50).collect()),
         p99: med(&mut r.iter().map(|x| x.p99).collect()),
-        rps: med(&mut r.drain(..).map(|x| x.rps).collect()),
+        rps: med(&mut r.iter().map(|x| x.rps).collect()),
+        cpu: med(&mut r.iter().map(|x| x.cpu).collect()),
     }
 }
 
@@ -344,7 +369,12 @@ fn pin_self(cpus: &str) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     let n1 = if quick { 300 } else { 2000 };
     let n32 = if quick { 20 } else { 150 };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -355,30 +385,49 @@ fn main() {
     );
     pin_self("1");
     let upstream = start_upstream();
-    let scenarios = [Scenario::Plain, Scenario::Tool, Scenario::StreamTool];
+    let scenarios: Vec<Scenario> = [Scenario::Plain, Scenario::Tool, Scenario::StreamTool]
+        .into_iter()
+        .filter(|s| only.as_deref().is_none_or(|o| s.name().starts_with(&format!("({o})"))))
+        .collect();
+    let stores: Vec<&str> = ["buffered", "durable"]
+        .into_iter()
+        .filter(|d| !args.iter().any(|a| a == "--buffered") || *d == "buffered")
+        .collect();
     let mut direct = Vec::new();
-    for s in scenarios {
+    for &s in &scenarios {
         for (conc, per) in [(1, n1), (32, n32)] {
-            let r = median3(|| round(&upstream, "sk-direct", s, conc, per));
+            let r = median3(|| round(&upstream, "sk-direct", s, conc, per, None));
             direct.push((s, conc, r));
         }
     }
     println!(
-        "\n{:<9} {:<28} {:>4} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>8}",
-        "store", "reply", "conc", "dir p50", "dir p99", "prx p50", "prx p99", "add p50", "add p99", "prx r/s"
+        "\n{:<9} {:<28} {:>4} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>8} {:>9}",
+        "store",
+        "reply",
+        "conc",
+        "dir p50",
+        "dir p99",
+        "prx p50",
+        "prx p99",
+        "add p50",
+        "add p99",
+        "prx r/s",
+        "prx CPU"
     );
-    for durability in ["buffered", "durable"] {
+    for &durability in &stores {
         let setup = proxy_setup(&upstream, durability);
         let server = start_proxy(&setup, Some("0"));
         let addr = server.base.trim_start_matches("http://").to_owned();
-        for s in scenarios {
+        eprintln!("helm-proxy ({durability}) pid {}", server.pid());
+        for &s in &scenarios {
             for (conc, per) in [(1, n1), (32, n32)] {
                 // Warm up (connections, pools, allocator).
-                round(&addr, AGENT_TOKEN, s, conc.min(4), 20);
-                let r = median3(|| round(&addr, AGENT_TOKEN, s, conc, per));
+                round(&addr, AGENT_TOKEN, s, conc.min(4), 20, None);
+                let pid = Some(server.pid());
+                let r = median3(|| round(&addr, AGENT_TOKEN, s, conc, per, pid));
                 let d = &direct.iter().find(|(ds, dc, _)| *ds == s && *dc == conc).unwrap().2;
                 println!(
-                    "{durability:<9} {:<28} {conc:>4} | {:>7.0}µs {:>7.0}µs | {:>7.0}µs {:>7.0}µs | {:>7.0}µs {:>7.0}µs | {:>8.0}",
+                    "{durability:<9} {:<28} {conc:>4} | {:>7.0}µs {:>7.0}µs | {:>7.0}µs {:>7.0}µs | {:>7.0}µs {:>7.0}µs | {:>8.0} {:>7.0}µs",
                     s.name(),
                     d.p50,
                     d.p99,
@@ -386,7 +435,8 @@ fn main() {
                     r.p99,
                     r.p50 - d.p50,
                     r.p99 - d.p99,
-                    r.rps
+                    r.rps,
+                    r.cpu
                 );
             }
         }
@@ -394,13 +444,13 @@ fn main() {
     }
     println!("\nthroughput on 2 cores (nothing pinned), 32 clients, requests/s through the proxy:");
     pin_self("0,1");
-    for durability in ["buffered", "durable"] {
+    for &durability in &stores {
         let setup = proxy_setup(&upstream, durability);
         let server = start_proxy(&setup, None);
         let addr = server.base.trim_start_matches("http://").to_owned();
-        for s in scenarios {
-            round(&addr, AGENT_TOKEN, s, 4, 20);
-            let r = median3(|| round(&addr, AGENT_TOKEN, s, 32, n32));
+        for &s in &scenarios {
+            round(&addr, AGENT_TOKEN, s, 4, 20, None);
+            let r = median3(|| round(&addr, AGENT_TOKEN, s, 32, n32, None));
             println!(
                 "{durability:<9} {:<28} {:>8.0} req/s (p50 {:.0}µs, p99 {:.0}µs)",
                 s.name(),

@@ -33,7 +33,14 @@ fn call_of(tc: &Value, truncated: bool) -> Call {
     let function = tc.get("function");
     let (name, input, unsupported) = match (kind, custom, function) {
         (Some("custom") | None, Some(c), None) => (s(c.get("name")), Input::Text(s(c.get("input"))), false),
-        (Some("function") | None, None, Some(f)) => (s(f.get("name")), Input::Json(s(f.get("arguments"))), false),
+        (Some("function") | None, None, Some(f)) => {
+            let input = match f.get("arguments") {
+                // Some backends send the arguments as a JSON object, not as its text.
+                Some(v @ Value::Object(_)) => Input::Value(v.clone()),
+                other => Input::Json(s(other)),
+            };
+            (s(f.get("name")), input, false)
+        }
         // Anything else cannot be governed: denied as invalid.
         _ => (
             s(function.or(custom).and_then(|x| x.get("name"))),
@@ -561,6 +568,9 @@ mod tests {
         apply(&mut r2, &f2, &[deny()], DenyMode::Rewrite).unwrap();
         assert!(r2["choices"][0]["message"].get("tool_calls").is_none());
         assert_eq!(r2["choices"][0]["finish_reason"], "stop");
+        // Arguments as an object (some backends): decided as they are.
+        let o = json!({"choices": [{"finish_reason": "tool_calls", "message": {"tool_calls": [{"id": "x", "type": "function", "function": {"name": "a", "arguments": {"k": 1}}}]}}]});
+        assert_eq!(extract(&o)[0].call.input, Input::Value(json!({"k": 1})));
         // Truncated choices.
         let t = json!({"choices": [{"finish_reason": "length", "message": {"tool_calls": [{"id": "x", "function": {"name": "a", "arguments": "{"}}]}}]});
         assert!(extract(&t)[0].call.truncated);
