@@ -152,6 +152,7 @@ pub struct Bridge {
     up: mpsc::UnboundedSender<Value>,
     client: mpsc::UnboundedSender<ToClient>,
     st: Mutex<State>,
+    inflight: core::sync::atomic::AtomicUsize,
 }
 
 /// What a governed request came to.
@@ -179,6 +180,7 @@ impl Bridge {
             up,
             client,
             st: Mutex::new(State::default()),
+            inflight: core::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -630,6 +632,11 @@ impl Bridge {
             call_id: call_id.map(|c| c.chars().take(256).collect()),
         };
         let kernel = self.shared.kernel.clone();
+        if !kernel.is_durable() {
+            // Buffered store: no fsync wait, a decision is some tens of microseconds of
+            // CPU; a hop to the blocking pool would cost more than it saves.
+            return kernel.evaluate(&proposal);
+        }
         match tokio::task::spawn_blocking(move || kernel.evaluate(&proposal)).await {
             Ok(a) => a,
             Err(e) => Answer {
@@ -1046,14 +1053,14 @@ impl Bridge {
                         log_info!("MCP {tool}: task {t}: its EFFECT is written when its result is delivered");
                         self.lock().tasks.insert(t, (intent.clone(), *started));
                     }
-                    None => self.report(intent.clone(), status, output, *started).await,
+                    None => self.report_later(intent.clone(), status, output, *started),
                 }
             }
             (Kind::TaskResult { task }, _) => {
                 let t = self.lock().tasks.remove(task);
                 if let Some((intent, started)) = t {
                     let (status, output) = outcome(&msg);
-                    self.report(intent, status, output, started).await;
+                    self.report_later(intent, status, output, started);
                 }
             }
             _ => {}
@@ -1236,10 +1243,37 @@ impl Bridge {
             blobs: Vec::new(),
         };
         let kernel = self.shared.kernel.clone();
-        match tokio::task::spawn_blocking(move || kernel.report_effect(&report)).await {
+        let outcome = if kernel.is_durable() {
+            tokio::task::spawn_blocking(move || kernel.report_effect(&report))
+                .await
+                .map_err(|e| format!("worker failed: {e}"))
+        } else {
+            Ok(kernel.report_effect(&report))
+        };
+        match outcome {
             Ok(Ok(_)) => {}
             Ok(Err(r)) => log_error!("MCP effect of INTENT {intent} refused: {}: {}", r.code, r.message),
-            Err(e) => log_error!("MCP effect of INTENT {intent}: worker failed: {e}"),
+            Err(e) => log_error!("MCP effect of INTENT {intent}: {e}"),
+        }
+    }
+
+    /// Records an EFFECT off the answer's path: the answer is relayed at once, the
+    /// record follows (a crash in between leaves the ALLOW without its EFFECT, which
+    /// verification shows as an unused permit). [`Bridge::drain`] waits for them.
+    fn report_later(self: &Arc<Self>, intent: String, status: EffectStatus, output: Vec<u8>, started: Instant) {
+        self.inflight.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.report(intent, status, output, started).await;
+            me.inflight.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
+        });
+    }
+
+    /// Waits (at most `max`) until every EFFECT still being recorded is recorded.
+    pub async fn drain(&self, max: Duration) {
+        let t0 = Instant::now();
+        while self.inflight.load(core::sync::atomic::Ordering::Acquire) > 0 && t0.elapsed() < max {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

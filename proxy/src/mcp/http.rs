@@ -434,6 +434,9 @@ impl McpHttp {
         while Instant::now() < deadline && all.iter().chain(modern.iter()).any(|s| !s.bridge.is_closed()) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        for s in all.iter().chain(modern.iter()) {
+            s.bridge.drain(Duration::from_secs(10)).await;
+        }
         if n > 0 {
             log_info!("MCP: {n} session(s) closed");
         }

@@ -78,7 +78,9 @@ pub fn run_stdio(config: &Config, opts: StdioOptions) -> Result<(), ServeError> 
         Some(s) => s.clone(),
         None => format!("mcp-stdio-{}", random_id().map_err(ServeError::Io)?),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One conversation: a single-threaded runtime (no cross-thread wake-ups per
+    // message); blocking kernel calls (durable store) go to the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("helm-proxy-mcp")
         .build()

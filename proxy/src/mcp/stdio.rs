@@ -209,6 +209,7 @@ pub async fn serve_stdio<R, W>(
     {
         upstream.abort();
     }
+    bridge.drain(Duration::from_secs(10)).await;
     drop(bridge);
     drop(up_tx);
     let _ = tokio::time::timeout(Duration::from_millis(300), writer).await;
