@@ -130,8 +130,15 @@ fn proposal(ctx: &Ctx, call: &Call) -> (Proposal, Option<&'static str>) {
     (p, None)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    tokio::task::spawn_blocking(f).await.ok()
+/// Runs a kernel call: on the blocking pool when the store is durable (the call waits
+/// for an fsync); inline when it is buffered (a few tens of microseconds of CPU, no
+/// waiting: handing it to another thread would cost more in context switches).
+async fn kernel_call<T: Send + 'static>(o: &OpenAi, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    if o.kernel.is_durable() {
+        tokio::task::spawn_blocking(f).await.ok()
+    } else {
+        Some(f())
+    }
 }
 
 /// Decides one call: INTENT and DECISION recorded before the answer. An escalation is
@@ -140,7 +147,7 @@ async fn decide_one(o: Arc<OpenAi>, ctx: Ctx, call: Call) -> Outcome {
     let (p, malformed) = proposal(&ctx, &call);
     let kernel = o.kernel.clone();
     let p2 = p.clone();
-    let answer = blocking(move || match malformed {
+    let answer = kernel_call(&o, move || match malformed {
         Some(reason) => kernel.deny_malformed(&p2, reason),
         None => kernel.evaluate(&p2),
     })
@@ -161,7 +168,7 @@ async fn decide_one(o: Arc<OpenAi>, ctx: Ctx, call: Call) -> Outcome {
                 // Resolved (or gone): the same call again gets the resolution.
                 let kernel = o.kernel.clone();
                 let p2 = p.clone();
-                outcome = match blocking(move || kernel.evaluate(&p2)).await {
+                outcome = match kernel_call(&o, move || kernel.evaluate(&p2)).await {
                     Some(a) => Outcome::from_answer(a),
                     None => Outcome::kernel_error(),
                 };
@@ -330,7 +337,7 @@ pub(crate) async fn record_results(o: &Arc<OpenAi>, ctx: &Ctx, results: Vec<Tool
             blobs: Vec::new(),
         };
         let kernel = o.kernel.clone();
-        let done = blocking(move || kernel.report_effect(&report)).await;
+        let done = kernel_call(o, move || kernel.report_effect(&report)).await;
         match done {
             Some(Ok(_)) => o.book().set(&ctx.principal, &r.call_id, Known::Completed),
             Some(Err(refusal)) if refusal.code != "KERNEL_ERROR" => {
@@ -363,7 +370,7 @@ pub(crate) async fn record_results(o: &Arc<OpenAi>, ctx: &Ctx, results: Vec<Tool
 async fn violation(o: &Arc<OpenAi>, ctx: &Ctx, subject: Option<Hash>, detail: &str) -> Result<(), OaiError> {
     let kernel = o.kernel.clone();
     let (ctx2, detail2) = (ctx.clone(), detail.to_owned());
-    let r = blocking(move || {
+    let r = kernel_call(o, move || {
         kernel.record_violation(
             "RESULT_WITHOUT_PERMIT",
             subject.as_ref(),
