@@ -121,9 +121,9 @@ impl Drop for Upstream {
 }
 
 /// A setup with the test bundle, the upstream key in a 0600 file and an `[openai]`
-/// section (`extra` appended to it).
-fn setup(upstream: &str, mode: &str, extra: &str) -> Setup {
-    let s = Setup::new();
+/// section (`extra` appended to it); `store` is added to `[store]`.
+fn setup(upstream: &str, mode: &str, extra: &str, store: &str) -> Setup {
+    let s = Setup::with_config(store);
     let bundle = guardian::Bundle::from_toml(OAI_BUNDLE).unwrap();
     std::fs::write(
         s.path().join("bundle.signed"),
@@ -204,8 +204,9 @@ fn openai_clients_through_the_governed_proxy() {
         return;
     }
     let upstream = Upstream::start(None);
-    let main = setup(&upstream.url, "rewrite", "");
-    let strict = setup(&upstream.url, "error", "");
+    let main = setup(&upstream.url, "rewrite", "", "");
+    // Deny mode error on a buffered store (the kernel is then called inline).
+    let strict = setup(&upstream.url, "error", "", "durability = \"buffered\"");
     let server = main.start();
     let strict_server = strict.start();
     // An HTTPS upstream, trusted through ca_file (rustls).
@@ -217,10 +218,11 @@ fn openai_clients_through_the_governed_proxy() {
         &tls_upstream.url,
         "rewrite",
         &format!("ca_file = {:?}", ca_file.display().to_string()),
+        "",
     );
     let tls_server = tls.start();
     // The same HTTPS upstream without its CA: refused (502), never reached in clear.
-    let untrusted = setup(&tls_upstream.url, "rewrite", "");
+    let untrusted = setup(&tls_upstream.url, "rewrite", "", "");
     let untrusted_server = untrusted.start();
     let state = tempfile::tempdir().unwrap();
     let env = |base: &str, strict_base: &str| {
