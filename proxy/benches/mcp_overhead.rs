@@ -357,6 +357,10 @@ fn call(i: u64) -> Value {
     json!({"jsonrpc":"2.0","id": i + 10,"method":"tools/call","params":{"name":"echo","arguments":{"message":format!("hello {i}")}}})
 }
 
+fn ping(i: u64) -> Value {
+    json!({"jsonrpc":"2.0","id": i + 1_000_000,"method":"ping"})
+}
+
 fn check(v: &Value, i: u64) {
     assert_eq!(v["result"]["content"][0]["text"], format!("hello {i}"), "{v}");
 }
@@ -425,11 +429,14 @@ fn stdio_case(me: &Path, n: u64, durability: &str) {
     };
     let mut direct = spawn(false);
     let d = measure(n, |i| check(&direct.call(&call(i)), i));
+    let dp = measure(n, |i| assert!(direct.call(&ping(i)).get("result").is_some()));
     drop(direct);
     let mut proxied = spawn(true);
     let p = measure(n, |i| check(&proxied.call(&call(i)), i));
+    let pp = measure(n, |i| assert!(proxied.call(&ping(i)).get("result").is_some()));
     drop(proxied);
     report(&format!("stdio, {durability}"), &d, &p);
+    report("  (ping: relay only)", &dp, &pp);
 }
 
 fn http_case(me: &Path, n: u64, durability: &str) {
@@ -463,11 +470,14 @@ fn http_case(me: &Path, n: u64, durability: &str) {
         h.post(&init);
         h.post(&inited);
         h.post(&list);
-        measure(n, |i| check(&h.post(&call(i)).unwrap(), i))
+        let calls = measure(n, |i| check(&h.post(&call(i)).unwrap(), i));
+        let pings = measure(n, |i| assert!(h.post(&ping(i)).unwrap().get("result").is_some()));
+        (calls, pings)
     };
-    let d = run(&url, false);
-    let p = run(&format!("{base}/mcp/b"), true);
+    let (d, dp) = run(&url, false);
+    let (p, pp) = run(&format!("{base}/mcp/b"), true);
     report(&format!("streamable HTTP, {durability}"), &d, &p);
+    report("  (ping: relay only)", &dp, &pp);
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     let _ = server.wait();
     let _ = up.kill();
