@@ -796,7 +796,32 @@ impl Bridge {
             durable: self.shared.kernel.is_durable(),
             error: None,
         };
-        Some(self.denial(id, "tools/call", &a, modern))
+        let mut m = self.denial(id, "tools/call", &a, modern);
+        // Name the definitions, so that an operator can approve the new one
+        // (`POST /v1/mcp/pins` or `[[mcp.pin]]`).
+        let extra = |d: &mut Value| {
+            if let Some(o) = d.as_object_mut() {
+                o.insert("definition".into(), Value::String(hex::encode(hash)));
+                o.insert(
+                    "pinned".into(),
+                    approved.map_or(Value::Null, |p| Value::String(hex::encode(p))),
+                );
+            }
+        };
+        match &mut m {
+            Message::Result { result, .. } => {
+                if let Some(d) = result.get_mut("_meta").and_then(|x| x.get_mut("helm/decision")) {
+                    extra(d);
+                }
+            }
+            Message::Error { error, .. } => {
+                if let Some(d) = error.get_mut("data") {
+                    extra(d);
+                }
+            }
+            _ => {}
+        }
+        Some(m)
     }
 
     fn inject_listing(&self, st: &mut State, cursor: Option<Value>) {

@@ -360,6 +360,7 @@ pub fn routes(mcp: Arc<McpHttp>) -> Router<AppState> {
         .route("/mcp/{server}", post(post_mcp).get(get_mcp).delete(delete_mcp))
         .route("/mcp/{server}/sse", get(get_sse))
         .route("/mcp/{server}/messages", post(post_messages))
+        .route("/v1/mcp/pins", get(list_pins).post(approve_pin))
         .with_state(McpState(mcp))
 }
 
@@ -995,6 +996,77 @@ async fn post_messages(
             &e.message,
             None,
         ),
+    }
+}
+
+/// `POST /v1/mcp/pins`: an approver approves a tool definition.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinRequest {
+    server: String,
+    tool: String,
+    sha256: String,
+}
+
+/// `GET /v1/mcp/pins` (approver or auditor): every pinned definition.
+async fn list_pins(State(McpState(mcp)): State<McpState>, auth: Authenticated) -> Response {
+    if auth.require(Scope::Approver).is_err() {
+        if let Err(e) = auth.require(Scope::Auditor) {
+            return e.into_response();
+        }
+    }
+    let pins: Vec<Value> = mcp
+        .shared
+        .pins
+        .all()
+        .into_iter()
+        .map(|(s, t, h)| json!({"server": s, "tool": t, "sha256": hex::encode(h)}))
+        .collect();
+    crate::api::json(StatusCode::OK, &json!({ "pins": pins }))
+}
+
+/// `POST /v1/mcp/pins` (approver): approves a definition (typically one a server
+/// changed to); recorded as a `tool-pin` ATTESTATION, in force at once.
+async fn approve_pin(
+    State(McpState(mcp)): State<McpState>,
+    auth: Authenticated,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = auth.require(Scope::Approver) {
+        return e.into_response();
+    }
+    let Ok(body) = body else {
+        return crate::error::ApiError::invalid("unreadable body").into_response();
+    };
+    let req: PinRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return crate::error::ApiError::from_json(&e).into_response(),
+    };
+    let Ok(hash) = helm_kernel::keyfile::hex32(&req.sha256) else {
+        return crate::error::ApiError::invalid("sha256: 64 lowercase hex digits").into_response();
+    };
+    if !super::config::valid_server_name(&req.server) || req.tool.is_empty() || req.tool.len() > 256 {
+        return crate::error::ApiError::invalid("server or tool name out of bounds").into_response();
+    }
+    let shared = mcp.shared.clone();
+    let (server, tool) = (req.server.clone(), req.tool.clone());
+    let done = tokio::task::spawn_blocking(move || shared.pins.approve(&server, &tool, hash, None)).await;
+    match done {
+        Ok(Ok(record)) => {
+            log_info!(
+                "MCP pin {}/{} sha256:{} approved by {:?}",
+                req.server,
+                req.tool,
+                req.sha256,
+                auth.principal
+            );
+            crate::api::json(
+                StatusCode::OK,
+                &json!({"server": req.server, "tool": req.tool, "sha256": req.sha256, "record": record}),
+            )
+        }
+        Ok(Err(e)) => crate::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "KERNEL_ERROR", e).into_response(),
+        Err(e) => crate::error::ApiError::internal(e.to_string()).into_response(),
     }
 }
 

@@ -117,6 +117,17 @@ impl PinStore {
         self.map().get(&(server.to_owned(), tool.to_owned())).copied()
     }
 
+    /// Every pin: (server, tool, approved definition), sorted.
+    pub fn all(&self) -> Vec<(String, String, Hash)> {
+        let mut v: Vec<_> = self
+            .map()
+            .iter()
+            .map(|((s, t), h)| (s.clone(), t.clone(), *h))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Number of pinned tools.
     pub fn len(&self) -> usize {
         self.map().len()

@@ -221,6 +221,22 @@ async def scenario_changed(s, args):
         check(err(r) and "TOOL_DEFINITION_CHANGED" in text_of(r), "the changed tool is refused (TOOL_DEFINITION_CHANGED)", text_of(r))
     r = await s.call_tool("add", {"a": 1, "b": 1})
     check(not err(r), "unchanged tools still work", text_of(r))
+    if args.approver_token and args.deny_as != "error":
+        # An approver looks at the new definition and approves it: the tool is back.
+        r = await s.call_tool("echo", {"message": "hi"})
+        d = meta(r)["helm/decision"]
+        check(d["definition"] and d["pinned"] and d["definition"] != d["pinned"], "the refusal names both definitions", str(d))
+        base = args.url.split("/mcp/")[0]
+        req = urllib.request.Request(
+            f"{base}/v1/mcp/pins",
+            data=json.dumps({"server": "t", "tool": "echo", "sha256": d["definition"]}).encode(),
+            headers={"Authorization": f"Bearer {args.approver_token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req) as resp:
+            check(resp.status == 200, "the approver pins the new definition (POST /v1/mcp/pins)")
+        r = await s.call_tool("echo", {"message": "hi", "extra": "!"})
+        check(not err(r) and text_of(r) == "echo: hi!", "the approved new definition is callable", text_of(r))
 
 
 async def scenario_everything(s, args):
