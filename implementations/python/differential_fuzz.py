@@ -503,6 +503,13 @@ def read_tar(data: bytes) -> list | None:
 
 
 def split_segment(data: bytes) -> list:
+    """A segment's records; in a partial pack, records and proof items alternate, and
+    this returns the records only (see split_units)."""
+    return [r for r, _ in split_units(data)]
+
+
+def split_units(data: bytes) -> list:
+    """(record, proof item) pairs of a segment; the item is b"" in a full pack."""
     from helm_verify.pack import frame_record
 
     out = []
@@ -511,10 +518,18 @@ def split_segment(data: bytes) -> list:
         try:
             end = frame_record(data, pos, len(data), len(data))
         except Exception:
-            out.append(data[pos:])
+            out.append((data[pos:], b""))
             break
-        out.append(data[pos:end])
-        pos = end
+        item = b""
+        if end < len(data) and data[end] == 0x83:  # a partial pack's proof item
+            try:
+                d = Decoder(data, end, len(data))
+                d.item(0)
+                item = data[end : d.pos]
+            except Exception:
+                item = data[end:]
+        out.append((data[pos:end], item))
+        pos = end + len(item)
     return out
 
 
@@ -584,12 +599,32 @@ def mutate_pack(rng: random.Random, data: bytes) -> tuple[bytes, list]:
         segs = [e for e in entries if e[0].startswith(b"records/")]
         if op < 0.40 and segs:
             seg = rng.choice(segs)
-            recs, t = mutate_records(rng, split_segment(seg[1]))
-            seg[1] = b"".join(recs)
-            trail += ["segment %s: %s" % (seg[0].decode(), x) for x in t]
+            units = split_units(seg[1])
+            items = [i for _, i in units]
+            if any(items) and rng.random() < 0.35:
+                # A partial pack's proof item: bytes changed, or items swapped or dropped.
+                k = rng.randrange(len(units))
+                r = rng.random()
+                if r < 0.6:
+                    items[k], w = byte_mutation(rng, items[k])
+                    trail.append("segment %s: proof item %d: %s" % (seg[0].decode(), k, w))
+                elif r < 0.8 and len(units) > 1:
+                    j = rng.randrange(len(units))
+                    items[k], items[j] = items[j], items[k]
+                    trail.append("segment %s: proof items %d and %d swapped" % (seg[0].decode(), k, j))
+                else:
+                    items[k] = b""
+                    trail.append("segment %s: proof item %d dropped" % (seg[0].decode(), k))
+                seg[1] = b"".join(r + i for (r, _), i in zip(units, items))
+            else:
+                recs, t = mutate_records(rng, [r for r, _ in units])
+                # Items stay with the positions they had (a record moved keeps no proof).
+                items += [b""] * max(0, len(recs) - len(items))
+                seg[1] = b"".join(r + i for r, i in zip(recs, items))
+                trail += ["segment %s: %s" % (seg[0].decode(), x) for x in t]
         elif op < 0.50 and segs:
             seg = rng.choice(segs)
-            recs = split_segment(seg[1])
+            recs = [r + i for r, i in split_units(seg[1])]
             if len(recs) > 1:
                 k = rng.randrange(1, len(recs))
                 i = entries.index(seg)

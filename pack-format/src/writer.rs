@@ -305,7 +305,7 @@ impl MerkleTree {
         self.mth(0, size.min(self.len()))
     }
 
-    /// RFC 9162 §2.1.3.1 PATH(index, D[0:size]): the inclusion proof of leaf `index` in
+    /// RFC 9162 §2.1.3.1 `PATH(index, D[0:size])`: the inclusion proof of leaf `index` in
     /// the tree of the first `size` leaves.
     pub fn inclusion(&self, index: u64, size: u64) -> Vec<Hash> {
         let mut out = Vec::new();
@@ -328,7 +328,7 @@ impl MerkleTree {
         }
     }
 
-    /// RFC 9162 §2.1.4.1 PROOF(first, D[0:size]): the consistency proof from the tree of
+    /// RFC 9162 §2.1.4.1 `PROOF(first, D[0:size])`: the consistency proof from the tree of
     /// the first `first` leaves to that of the first `size` (`0 < first < size`).
     pub fn consistency(&self, first: u64, size: u64) -> Vec<Hash> {
         let mut out = Vec::new();
