@@ -245,6 +245,36 @@ async fn evaluate(
     let proposal = parse::<EvaluateRequest>(&b)?.into_proposal(auth.principal)?;
     let kernel = s.0.kernel.clone();
     let t0 = Instant::now();
+    if kernel.wasm_module(&proposal.tool).is_some() {
+        // A WASM tool: the kernel runs an allowed call in its sandbox and records the
+        // EFFECT; the answer carries the run's outcome and output.
+        let run = tokio::task::spawn_blocking(move || kernel.call_tool(&proposal))
+            .await
+            .map_err(kernel_gone)?;
+        s.0.http.evaluate.observe(t0.elapsed());
+        if let Some(e) = &run.answer.error {
+            s.note_error(e);
+        }
+        let mut v = serde_json::to_value(&run.answer).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            let mut r = serde_json::to_value(&run).unwrap_or_default();
+            if let Some(ro) = r.as_object_mut() {
+                ro.remove("answer");
+                if run.effect.is_some() {
+                    ro.insert(
+                        "stdout".into(),
+                        String::from_utf8_lossy(&run.stdout).into_owned().into(),
+                    );
+                    ro.insert(
+                        "stderr".into(),
+                        String::from_utf8_lossy(&run.stderr).into_owned().into(),
+                    );
+                }
+            }
+            obj.insert("sandbox".into(), r);
+        }
+        return Ok(json(StatusCode::OK, &v));
+    }
     let answer = tokio::task::spawn_blocking(move || kernel.evaluate(&proposal))
         .await
         .map_err(kernel_gone)?;

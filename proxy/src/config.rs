@@ -272,6 +272,51 @@ pub struct Config {
     pub openai: Option<crate::openai::OpenAiSection>,
     /// `[mcp]`: the MCP interceptor (see `crate::mcp::config`).
     pub mcp: crate::mcp::config::McpSection,
+    /// `[[wasm_tool]]`: tools run by the kernel in its WASM sandbox when allowed.
+    #[serde(rename = "wasm_tool", skip_serializing_if = "Vec::is_empty")]
+    pub wasm_tools: Vec<WasmToolSection>,
+}
+
+/// `[[wasm_tool]]`: a tool backed by a WebAssembly module (a WASI preview1 command).
+/// `/v1/evaluate` runs an allowed call in the sandbox and returns its output; the EFFECT
+/// with the sandbox evidence is recorded by the kernel (spec/sandbox.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmToolSection {
+    /// The tool name Guardian decides on.
+    pub tool: String,
+    /// The module file.
+    pub module: PathBuf,
+    /// The module's SHA-256 (64 lowercase hex digits): another file is refused at start.
+    pub sha256: String,
+    /// Fuel per call.
+    #[serde(default = "default_wasm_fuel")]
+    pub fuel: u64,
+    /// Wall-clock milliseconds per call.
+    #[serde(default = "default_wasm_wall_ms")]
+    pub wall_ms: u64,
+    /// Largest linear memory, bytes.
+    #[serde(default = "default_wasm_memory")]
+    pub memory_bytes: u64,
+    /// Most bytes of stdout and stderr together.
+    #[serde(default = "default_wasm_output")]
+    pub output_bytes: u64,
+    /// The guest's argv.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+fn default_wasm_fuel() -> u64 {
+    helm_sandbox::Limits::DEFAULT.fuel
+}
+fn default_wasm_wall_ms() -> u64 {
+    helm_sandbox::Limits::DEFAULT.wall_ms
+}
+fn default_wasm_memory() -> u64 {
+    helm_sandbox::Limits::DEFAULT.memory_bytes
+}
+fn default_wasm_output() -> u64 {
+    helm_sandbox::Limits::DEFAULT.output_bytes
 }
 
 /// Reads at most `max` bytes of a file.
@@ -323,6 +368,9 @@ impl Config {
     /// default key file.
     pub fn resolve(&mut self, base: &Path) {
         self.store.dir = absolute(base, &self.store.dir);
+        for t in &mut self.wasm_tools {
+            t.module = absolute(base, &t.module);
+        }
         if self.signer.key_file.is_none() && self.signer.pkcs11.is_none() {
             self.signer.key_file = Some(PathBuf::from("kernel.key"));
         }
@@ -608,6 +656,25 @@ impl Config {
         k.checkpoint_every = self.checkpoint.every_records;
         k.checkpoint_interval_ms = self.checkpoint.interval_ms;
         k.resolved_ttl_ms = self.approvals.resolved_ttl_ms;
+        for t in &self.wasm_tools {
+            let module = read_limited(&t.module, 16 << 20, "[[wasm_tool]] module")?;
+            let sha256 = helm_kernel::keyfile::hex32(&t.sha256)
+                .map_err(|e| ConfigError(format!("[[wasm_tool]] {}: sha256: {e}", t.tool)))?;
+            k.wasm_tools.push(helm_kernel::WasmTool {
+                tool: t.tool.clone(),
+                module,
+                sha256: Some(sha256),
+                limits: helm_sandbox::Limits {
+                    fuel: t.fuel,
+                    wall_ms: t.wall_ms,
+                    memory_bytes: t.memory_bytes,
+                    output_bytes: t.output_bytes,
+                    ..helm_sandbox::Limits::DEFAULT
+                },
+                args: t.args.clone(),
+                env: Vec::new(),
+            });
+        }
         Ok(k)
     }
 }
