@@ -270,8 +270,9 @@ fn openai_clients_through_the_governed_proxy() {
         assert!(reasons.contains(&r), "no DECISION {r}: {reasons:?}");
     }
     assert!(count(Kind::Approval) >= 1);
-    // Effects: read (once, though sent three times), deploy, two Responses results.
-    assert_eq!(count(Kind::Effect), 4, "EFFECTs");
+    // Effects: read (once, though sent three times), deploy, two Responses results, the
+    // result given with previous_response_id (the proxy's [HELM] outputs are not effects).
+    assert_eq!(count(Kind::Effect), 5, "EFFECTs");
     // Violations: the forged result, the denied call's result after the restart.
     assert_eq!(count(Kind::Violation), 2, "VIOLATIONs");
     let allows = decoded

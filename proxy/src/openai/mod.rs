@@ -33,6 +33,7 @@ mod sse;
 mod upstream;
 
 use core::time::Duration;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -71,7 +72,12 @@ pub struct OpenAi {
     upstream: Upstream,
     section: OpenAiSection,
     book: Mutex<CallBook>,
+    /// Response id -> the calls of that response withheld from the client (bounded).
+    withheld: Mutex<(HashMap<String, responses::Withheld>, VecDeque<String>)>,
 }
+
+/// Responses whose withheld calls are remembered (for `previous_response_id`).
+const WITHHELD_RESPONSES: usize = 10_000;
 
 impl OpenAi {
     /// Sets the proxy up: the upstream client (key, TLS roots) and the book of call ids
@@ -92,11 +98,33 @@ impl OpenAi {
             upstream,
             section: section.clone(),
             book: Mutex::new(book),
+            withheld: Mutex::new((HashMap::new(), VecDeque::new())),
         }))
     }
 
     fn book(&self) -> MutexGuard<'_, CallBook> {
         self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers the calls of response `id` that the client did not get.
+    fn remember_withheld(&self, id: Option<&str>, list: responses::Withheld) {
+        let (Some(id), false) = (id, list.is_empty()) else {
+            return;
+        };
+        let mut g = self.withheld.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.0.insert(id.to_owned(), list).is_none() {
+            g.1.push_back(id.to_owned());
+            while g.1.len() > WITHHELD_RESPONSES {
+                if let Some(old) = g.1.pop_front() {
+                    g.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn withheld_of(&self, id: &str) -> responses::Withheld {
+        let g = self.withheld.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.0.get(id).cloned().unwrap_or_default()
     }
 }
 
@@ -223,8 +251,19 @@ async fn governed(
         request::filter_tools(&mut map, api, &may, &o.section.hosted_tools)?
     };
     govern::record_results(&o, &ctx, results).await?;
+    // Continuing a response whose calls the client did not get: their outputs.
+    let mut changed = filtered.changed;
+    if api == Api::Responses {
+        if let Some(prev) = map.get("previous_response_id").and_then(Value::as_str) {
+            let w = o.withheld_of(prev);
+            if !w.is_empty() {
+                responses::supply_withheld(&mut map, &w);
+                changed = true;
+            }
+        }
+    }
     let stream = map.get("stream").and_then(Value::as_bool) == Some(true);
-    let body = if filtered.changed {
+    let body = if changed {
         Bytes::from(serde_json::to_vec(&map).map_err(|e| OaiError::invalid("invalid_json", e.to_string()))?)
     } else {
         body
@@ -285,7 +324,17 @@ async fn governed(
             let found = responses::extract(&v);
             let calls = found.iter().map(|(_, c)| c.clone()).collect();
             let mode = o.section.deny_mode;
-            (calls, Box::new(move |v, out| responses::apply(v, &found, out, mode)))
+            let types = responses::item_types(&v, &found);
+            let o2 = o.clone();
+            (
+                calls,
+                Box::new(move |v, out| {
+                    let w = responses::withheld(&found, out, &types);
+                    responses::apply(v, &found, out, mode)?;
+                    o2.remember_withheld(v.get("id").and_then(Value::as_str), w);
+                    Ok(())
+                }),
+            )
         }
     };
     if calls.is_empty() {
@@ -539,7 +588,11 @@ async fn drive_responses(o: Arc<OpenAi>, ctx: Ctx, mut body: hyper::body::Incomi
                     } else {
                         decide_keepalive(&o, &ctx, &calls, &tx).await
                     };
-                    gov.terminal(v, &extra, &outcomes)
+                    let r = gov.terminal(v, &extra, &outcomes);
+                    if r.is_ok() {
+                        o.remember_withheld(gov.response_id.as_deref(), core::mem::take(&mut gov.withheld));
+                    }
+                    r
                 }
             };
             let bytes = match result {

@@ -121,6 +121,69 @@ pub(crate) fn apply(
     Ok(())
 }
 
+/// The calls of a response that the client did not get, as (item type, call id, notice):
+/// their outputs are supplied for the client when it continues the conversation with
+/// `previous_response_id` (the upstream keeps the original items and wants an output
+/// for each call).
+pub(crate) type Withheld = Vec<(String, String, String)>;
+
+fn withheld_of(item_type: &str, call: &Call, o: &Outcome) -> Option<(String, String, String)> {
+    let id = call.id.clone()?;
+    (!o.allowed() && matches!(item_type, "function_call" | "custom_tool_call"))
+        .then(|| (item_type.to_owned(), id, notice(call, o)))
+}
+
+/// [`Withheld`] of a non-streamed response.
+pub(crate) fn withheld(found: &[(usize, Call)], outcomes: &[Outcome], original: &[String]) -> Withheld {
+    found
+        .iter()
+        .zip(outcomes)
+        .zip(original)
+        .filter_map(|(((_, c), o), t)| withheld_of(t, c, o))
+        .collect()
+}
+
+/// The item types of the governed items of a response (before it is rewritten).
+pub(crate) fn item_types(resp: &Value, found: &[(usize, Call)]) -> Vec<String> {
+    let items = resp.get("output").and_then(Value::as_array);
+    found
+        .iter()
+        .map(|(i, _)| {
+            items
+                .and_then(|l| l.get(*i))
+                .and_then(|it| it.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Adds, in front of the request's `input`, the outputs of the calls withheld from the
+/// client in the response it continues from (`[HELM]` notices, as the call's output).
+pub(crate) fn supply_withheld(body: &mut serde_json::Map<String, Value>, withheld: &Withheld) {
+    if withheld.is_empty() {
+        return;
+    }
+    let mut items: Vec<Value> = match body.remove("input") {
+        Some(Value::Array(l)) => l,
+        Some(Value::String(s)) => vec![json!({"role": "user", "content": s})],
+        Some(other) => vec![other],
+        None => Vec::new(),
+    };
+    let given: Vec<String> = items
+        .iter()
+        .filter_map(|i| i.get("call_id").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let mut front: Vec<Value> = withheld
+        .iter()
+        .filter(|(_, id, _)| !given.contains(id))
+        .map(|(t, id, text)| json!({"type": format!("{t}_output"), "call_id": id, "output": text}))
+        .collect();
+    front.append(&mut items);
+    body.insert("input".into(), Value::Array(front));
+}
+
 /// Whether a response body may hold a governed item (cheap test before parsing it).
 pub(crate) fn may_have_calls(body: &[u8]) -> bool {
     // Every governed item type ends in `_call"`.
@@ -153,6 +216,10 @@ pub(crate) struct ResponsesStream {
     bufs: BTreeMap<u64, Buf>,
     /// Decided items by item id: the call, its outcome.
     decided: HashMap<String, (Call, Outcome)>,
+    /// The response's id (from `response.created`).
+    pub(crate) response_id: Option<String>,
+    /// Calls withheld from the client.
+    pub(crate) withheld: Withheld,
 }
 
 impl ResponsesStream {
@@ -162,6 +229,8 @@ impl ResponsesStream {
             seq: 0,
             bufs: BTreeMap::new(),
             decided: HashMap::new(),
+            response_id: None,
+            withheld: Vec::new(),
         }
     }
 
@@ -208,6 +277,9 @@ impl ResponsesStream {
             .unwrap_or("")
             .to_owned();
         let index = v.get("output_index").and_then(Value::as_u64);
+        if self.response_id.is_none() {
+            self.response_id = v.pointer("/response/id").and_then(Value::as_str).map(str::to_owned);
+        }
         if kind == "response.output_item.added" {
             if let (Some(i), Some(item)) = (index, v.get("item")) {
                 if governed(item) {
@@ -269,6 +341,8 @@ impl ResponsesStream {
         if let Some(id) = item.get("id").and_then(Value::as_str) {
             self.decided.insert(id.to_owned(), (call.clone(), o.clone()));
         }
+        let item_type = item.get("type").and_then(Value::as_str).unwrap_or("");
+        self.withheld.extend(withheld_of(item_type, call, o));
         if o.allowed() {
             for (name, v) in events {
                 self.emit(&mut out, name.as_deref(), v);
@@ -328,9 +402,16 @@ impl ResponsesStream {
                         .find(|((p, _), _)| *p == i)
                         .map(|((_, c), o)| (c.clone(), o.clone()))
                 });
+                let item_type = it.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+                let fresh = !self.decided.contains_key(&id);
                 match decided {
                     Some((_, o)) if o.allowed() => {}
-                    Some((c, o)) => *it = replacement(it, &c, &o),
+                    Some((c, o)) => {
+                        if fresh {
+                            self.withheld.extend(withheld_of(&item_type, &c, &o));
+                        }
+                        *it = replacement(it, &c, &o);
+                    }
                     // Never decided (cannot happen: terminal_calls names them): not passed.
                     None => {
                         let o = Outcome {
@@ -387,6 +468,24 @@ mod tests {
             decision: Some("d".into()),
             approval: (status == Status::Pending).then(|| "a".repeat(64)),
         }
+    }
+
+    #[test]
+    fn withheld_outputs_are_supplied() {
+        let w: Withheld = vec![("function_call".into(), "c2".into(), "[HELM] denied".into())];
+        let mut b = json!({"input": "go on"}).as_object().cloned().unwrap();
+        supply_withheld(&mut b, &w);
+        assert_eq!(
+            b["input"],
+            json!([{"type": "function_call_output", "call_id": "c2", "output": "[HELM] denied"}, {"role": "user", "content": "go on"}])
+        );
+        // An output the client gives itself is not doubled.
+        let mut b = json!({"input": [{"type": "function_call_output", "call_id": "c2", "output": "x"}]})
+            .as_object()
+            .cloned()
+            .unwrap();
+        supply_withheld(&mut b, &w);
+        assert_eq!(b["input"].as_array().unwrap().len(), 1);
     }
 
     #[test]

@@ -71,3 +71,29 @@ def test_builtin_client_tool_governed(client):
 def test_background_refused(client):
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="r_plain", input="hi", background=True)
+
+
+def test_previous_response_id_gets_the_withheld_outputs(client):
+    """The upstream keeps the original items of a stored response: continuing from it,
+    the proxy supplies an output for each call the client never got."""
+    r = client.responses.create(model="r_calls", input="hi", tools=TOOLS)
+    denied = [i for i in r.output if i.type == "message" and "was denied" in i.content[0].text]
+    assert len(denied) == 1
+    read = r.output[1]
+    r2 = client.responses.create(model="r_calls", previous_response_id=r.id, tools=TOOLS,
+                                 input=[{"type": "function_call_output", "call_id": read.call_id, "output": "contents"}])
+    assert r2.output_text == "Done."
+    got = upstream_last("r_calls")["body"]["input"]
+    outputs = {i["call_id"]: i for i in got if i.get("type", "").endswith("_call_output")}
+    assert outputs[read.call_id]["output"] == "contents"
+    helm = [i for i in outputs.values() if i["output"].startswith("[HELM]")]
+    assert len(helm) == 1 and "POLICY_DENY" in helm[0]["output"]  # the denied shell call
+    assert helm[0]["type"] == "function_call_output"
+    # Streamed too; and with a plain text input, which becomes a user message after them.
+    with client.responses.stream(model="r_stream_calls", input="hi", tools=TOOLS) as s:
+        final = s.get_final_response()
+    r3 = client.responses.create(model="r_stream_calls", previous_response_id=final.id, input="go on", tools=TOOLS)
+    assert r3.output_text == "Done."
+    got = upstream_last("r_stream_calls")["body"]["input"]
+    assert [i.get("type", i.get("role")) for i in got] == ["function_call_output", "user"]
+    assert got[0]["output"].startswith("[HELM]")

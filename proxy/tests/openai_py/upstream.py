@@ -178,9 +178,9 @@ def chat_stream(model, body):
     return [json.dumps(e) for e in evs] + ["[DONE]"], False
 
 
-def response_obj(model, output, status="completed"):
+def response_obj(model, output, status="completed", rid_=None):
     return {
-        "id": "resp_" + model,
+        "id": rid_ or ("resp_" + model + "_" + rid()),
         "object": "response",
         "created_at": CREATED,
         "status": status,
@@ -211,6 +211,8 @@ def responses_output(model, body):
     inp = body.get("input")
     if isinstance(inp, list) and any(str(i.get("type", "")).endswith("_call_output") for i in inp if isinstance(i, dict)):
         return [r_message("Done.")]
+    if body.get("previous_response_id"):
+        return [r_message("Continued.")]
     if model in ("r_plain", "bench-r-plain"):
         return [r_message("Hello! How can I help?")]
     if model in ("r_calls", "r_stream_calls"):
@@ -240,7 +242,8 @@ def responses_stream(model, body):
         seq[0] += 1
         evs.append((kind, kw))
 
-    base = response_obj(model, [], "in_progress")
+    resp_id = "resp_" + model + "_" + rid()
+    base = response_obj(model, [], "in_progress", resp_id)
     ev("response.created", response=base)
     ev("response.in_progress", response=base)
     for i, item in enumerate(out):
@@ -271,7 +274,7 @@ def responses_stream(model, body):
         else:
             ev("response.output_item.added", output_index=i, item=item)
             ev("response.output_item.done", output_index=i, item=item)
-    ev("response.completed", response=response_obj(model, out))
+    ev("response.completed", response=response_obj(model, out, "completed", resp_id))
     return evs
 
 
