@@ -51,3 +51,23 @@ def test_client_leaving_mid_stream():
         s.close()
     c = make_client(need("HELM_PROXY_URL"))
     assert c.chat.completions.create(model="plain", messages=USER).choices[0].message.content
+
+
+def test_stream_comments_name_decisions_and_keep_alive():
+    """Streams carry each call's decision as a `: helm-call` comment line (headers leave
+    before the decisions) and `: keep-alive` comments while a decision waits."""
+    import http.client
+
+    u = urllib.parse.urlsplit(need("HELM_PROXY_URL"))
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    body = json.dumps({"model": "stream_deploy", "messages": USER, "tools": TOOLS, "stream": True})
+    conn.request("POST", "/v1/chat/completions", body, {"Authorization": "Bearer " + need("HELM_AGENT_TOKEN"),
+                                                        "Content-Type": "application/json", "X-Helm-Session": "comments"})
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("content-type").startswith("text/event-stream")
+    assert r.getheader("x-helm-session") == "comments"
+    text = r.read().decode()
+    assert ": keep-alive\n" in text  # pending_wait_ms 300, keepalive_ms 100
+    line = next(l for l in text.splitlines() if l.startswith(": helm-call "))
+    assert "status=pending" in line and "reason=POLICY_ESCALATE" in line and "approval=" in line
+    assert text.rstrip().endswith("data: [DONE]")
