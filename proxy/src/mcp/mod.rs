@@ -100,17 +100,8 @@ pub fn run_stdio(config: &Config, opts: StdioOptions) -> Result<(), ServeError> 
             opts.server,
             opts.command.join(" ")
         );
-        stdio::serve_stdio(
-            bridge,
-            up_tx,
-            cl_rx,
-            tokio::io::stdin(),
-            tokio::io::stdout(),
-            upstream,
-            max,
-            stop_signal(),
-        )
-        .await;
+        let (input, output) = stdio::std_streams(tokio::runtime::Handle::current());
+        stdio::serve_stdio(bridge, up_tx, cl_rx, input, output, upstream, max, stop_signal()).await;
         Ok::<(), ServeError>(())
     });
     runtime.shutdown_timeout(core::time::Duration::from_secs(5));

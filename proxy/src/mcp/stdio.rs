@@ -148,6 +148,48 @@ pub async fn stop_child(child: &mut Child) -> String {
     "server killed (SIGKILL)".to_owned()
 }
 
+/// Our stdin and stdout as in-memory async streams fed by two threads of their own
+/// (tokio's `Stdin`/`Stdout` hand every read and write to the blocking pool: a
+/// thread hop per message).
+pub fn std_streams(rt: tokio::runtime::Handle) -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
+    use std::io::{Read as _, Write as _};
+    let (mut to_proxy, input) = tokio::io::duplex(1 << 16);
+    let (output, mut from_proxy) = tokio::io::duplex(1 << 16);
+    let rt2 = rt.clone();
+    let _ = std::thread::Builder::new().name("mcp-stdin".into()).spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let chunk = buf.get(..n).unwrap_or_default();
+                    if rt.block_on(to_proxy.write_all(chunk)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Dropping `to_proxy` is the end of input.
+    });
+    let _ = std::thread::Builder::new().name("mcp-stdout".into()).spawn(move || {
+        let mut stdout = std::io::stdout().lock();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match rt2.block_on(from_proxy.read(&mut buf)) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let chunk = buf.get(..n).unwrap_or_default();
+                    if stdout.write_all(chunk).and_then(|()| stdout.flush()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (input, output)
+}
+
 /// The client side on our own stdin/stdout: reads messages until end of input (or
 /// `stop`), then shuts the upstream down cleanly. Returns when both sides are done.
 #[allow(
