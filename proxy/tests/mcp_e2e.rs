@@ -40,7 +40,7 @@ other_tools = "deny"
 
 [[rule]]
 id = "harmless"
-tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
+tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
 verdict = "allow"
 require = ["true"]
 
@@ -431,8 +431,21 @@ fn stdio_raw_protocol_fail_closed_and_versions() {
     // Arguments that are not an object: refused.
     let r = raw.call(json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":[1]}}));
     assert_eq!(r["error"]["code"], -32602, "{r}");
-    // A duplicate id in flight is refused, the first call still answered.
-    // Clean shutdown: close stdin; the proxy closes the server's stdin and exits 0.
+    // The upstream crashes during a call: the call gets an error (-32012), so does
+    // every later request, and the call's EFFECT is `aborted`.
+    let r = raw.call(json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"crash","arguments":{}}}));
+    assert_eq!(
+        (r["id"].as_i64(), r["error"]["code"].as_i64()),
+        (Some(9), Some(-32012)),
+        "{r}"
+    );
+    let r = raw.call(json!({"jsonrpc":"2.0","id":10,"method":"tools/list"}));
+    assert_eq!(r["error"]["code"], -32012, "{r}");
+    let r = raw.call(
+        json!({"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}),
+    );
+    assert_eq!(r["error"]["code"], -32012, "{r}");
+    // Clean shutdown: close stdin; the proxy exits 0.
     drop(raw.stdin.take());
     let t0 = Instant::now();
     let status = loop {
@@ -449,7 +462,8 @@ fn stdio_raw_protocol_fail_closed_and_versions() {
     let mut rest = String::new();
     raw.out.read_to_string(&mut rest).unwrap();
     eprintln!("clean shutdown in {} ms", t0.elapsed().as_millis());
-    verify_store(&setup);
+    let (_, _, effects) = verify_store(&setup);
+    assert!(effects.iter().any(|e| e == "t/crash:Aborted"), "{effects:?}");
 }
 
 /// A free loopback port (bound, then released).

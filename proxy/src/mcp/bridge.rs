@@ -267,12 +267,14 @@ impl Bridge {
 
     fn forward(&self, st: &mut State, mut msg: Message, client_id: Option<Value>, kind: Kind) -> Option<u64> {
         if st.closed {
-            if let Some(id) = client_id {
+            // (The state is locked here: send directly, not through `to_client`.)
+            if let (Some(id), false) = (client_id, st.client_gone) {
                 let key = id_key(&id);
-                self.to_client(
-                    &Message::error(id, code::UPSTREAM_UNAVAILABLE, "the upstream server is gone", None),
-                    Some(key),
-                );
+                let m = Message::error(id, code::UPSTREAM_UNAVAILABLE, "the upstream server is gone", None);
+                let _ = self.client.send(ToClient {
+                    msg: m.to_value(),
+                    related: Some(key),
+                });
             }
             return None;
         }

@@ -81,6 +81,11 @@ async def ask(question: str, ctx: Context) -> str:
     return f"model said: {r.content.text}"
 
 
+@mcp.tool(description="Crash the server (exit 3 at once).")
+def crash() -> str:
+    os._exit(3)
+
+
 @mcp.resource("note://{name}")
 def note(name: str) -> str:
     return f"note {name}"
