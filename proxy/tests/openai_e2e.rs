@@ -62,6 +62,12 @@ require = ["true"]
 escalation = { role = "approver", quorum = 1, timelock_ms = 0, ttl_ms = 600000 }
 
 [[rule]]
+id = "hosted-web-search"
+tools = ["hosted/web_search", "hosted/code_interpreter"]
+verdict = "allow"
+require = ["true"]
+
+[[rule]]
 id = "patch"
 tools = ["apply_patch"]
 verdict = "allow"
@@ -145,7 +151,7 @@ upstream = "{upstream}/v1"
 api_key_file = "upstream.key"
 deny_mode = "{mode}"
 pending_wait_ms = 300
-hosted_tools = ["web_search"]
+hosted_tools = ["web_search", "file_search"]
 keepalive_ms = 100
 timeout_ms = 20000
 max_request_bytes = 262144

@@ -25,11 +25,14 @@ fn tool_type(t: &Value) -> &str {
     t.get("type").and_then(Value::as_str).unwrap_or("function")
 }
 
-/// Whether a tool (or a tool choice naming one) may be offered.
+/// Whether a tool (or a tool choice naming one) may be offered: a function or custom
+/// tool if the policy could allow a call of it; a hosted tool (any other type) if it is
+/// listed in `hosted_tools` and the policy could allow the tool `hosted/<type>` (it runs
+/// inside the upstream, so this static reading is all the governance it gets).
 fn offered(t: &Value, may_use: &dyn Fn(&str) -> bool, hosted: &[String]) -> bool {
     match tool_type(t) {
         "function" | "custom" => tool_name(t).is_some_and(may_use),
-        other => hosted.iter().any(|h| h == other),
+        other => hosted.iter().any(|h| h == other) && may_use(&format!("hosted/{other}")),
     }
 }
 
@@ -224,7 +227,7 @@ mod tests {
     }
 
     fn may(t: &str) -> bool {
-        t != "shell"
+        t != "shell" && t != "hosted/file_search"
     }
 
     #[test]
@@ -283,6 +286,10 @@ mod tests {
             .map(|t| t["type"].as_str().unwrap())
             .collect();
         assert_eq!(kept, ["web_search", "function"]);
+        // Listed, but the policy never allows it: stripped.
+        let mut b = obj(json!({"tools": [{"type": "file_search"}, {"type": "function", "name": "a"}]}));
+        let f = filter_tools(&mut b, Api::Responses, &may, &["file_search".to_owned()]).unwrap();
+        assert_eq!(f.removed, ["file_search"]);
         let mut b = obj(
             json!({"tools": [{"type": "mcp", "server_label": "x"}, {"type": "function", "name": "a"}], "tool_choice": {"type": "mcp", "server_label": "x"}}),
         );

@@ -52,8 +52,12 @@ def test_incomplete_call_denied(client):
     assert calls_header(raw)[0]["reason"] == "TRUNCATED_ARGUMENTS"
 
 
-def test_hosted_tools_stripped_unless_listed(client):
+def test_hosted_tools_stripped_unless_listed_and_allowed(client):
+    # web_search: listed in hosted_tools and allowed as hosted/web_search by the bundle;
+    # code_interpreter: allowed by the bundle, not listed; file_search: listed, not
+    # allowed; mcp: neither.
     tools = TOOLS + [{"type": "web_search"}, {"type": "code_interpreter", "container": {"type": "auto"}},
+                     {"type": "file_search", "vector_store_ids": ["vs_1"]},
                      {"type": "mcp", "server_label": "x", "server_url": "https://example.invalid/mcp", "require_approval": "never"}]
     r = client.responses.create(model="r_hosted", input="hi", tools=tools)
     assert json.loads(r.output[1].content[0].text) == ["function", "function", "custom", "web_search"]
