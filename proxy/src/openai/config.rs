@@ -88,8 +88,9 @@ pub struct OpenAiSection {
     /// the call with an "approval pending" answer (ms).
     pub pending_wait_ms: u64,
     /// Hosted tool types that may be offered to the model (`web_search`, `file_search`,
-    /// `code_interpreter`, `mcp`, ...). They run inside the upstream, beyond
-    /// governance: every other hosted tool is stripped from requests.
+    /// `code_interpreter`, `mcp`, ...), if the principal's bundles could also allow the
+    /// tool `hosted/<type>`. They run inside the upstream, beyond governance in flight:
+    /// every other hosted tool is stripped from requests.
     pub hosted_tools: Vec<String>,
     /// The session of requests without an `X-Helm-Session` header.
     pub default_session: String,
