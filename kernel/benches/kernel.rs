@@ -163,7 +163,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--throughput") {
         for callers in [1, 16, 64] {
-            println!("durable throughput, {callers:>2} callers: {:>8.0} decisions/s", throughput(callers, 3));
+            println!(
+                "durable throughput, {callers:>2} callers: {:>8.0} decisions/s",
+                throughput(callers, 3)
+            );
         }
         return;
     }
