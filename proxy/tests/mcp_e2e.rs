@@ -750,3 +750,126 @@ fn modern_revision_stdio_and_http() {
     assert!(server.terminate().success());
     verify_store(&setup);
 }
+
+/// Revision 2025-03-26 allows JSON-RPC batches: every element is governed on its own.
+#[test]
+fn stdio_batches_in_2025_03_26_each_element_governed() {
+    let Some(python) = py1() else { return };
+    let setup = mcp_setup("");
+    let upstream = vec![python.to_str().unwrap().to_owned(), mcp_py("server.py")];
+    let mut raw = Raw::start(&setup, &upstream);
+    let r = raw.call(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}));
+    assert_eq!(r["result"]["protocolVersion"], "2025-03-26", "{r}");
+    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    raw.send(
+        &json!([
+            {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"b"}}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"rm","arguments":{"path":"/x"}}},
+            {"jsonrpc":"2.0","id":3,"method":"initialize","params":{}},
+            {"jsonrpc":"2.0","id":4,"method":"bogus/method"}
+        ])
+        .to_string(),
+    );
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let a = raw.recv();
+        answers.insert(a["id"].as_i64().unwrap(), a);
+    }
+    assert_eq!(answers[&1]["result"]["content"][0]["text"], "echo: b", "{answers:?}");
+    assert_eq!(answers[&2]["result"]["isError"], true, "{answers:?}");
+    assert!(answers[&2]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("POLICY_DENY"));
+    assert_eq!(
+        answers[&3]["error"]["code"], -32600,
+        "initialize in a batch: {answers:?}"
+    );
+    assert_eq!(answers[&4]["error"]["code"], -32601, "{answers:?}");
+    drop(raw.stdin.take());
+    assert!(raw.child.wait().unwrap().success());
+    let (_, _, effects) = verify_store(&setup);
+    assert!(effects.iter().any(|e| e == "t/echo:Succeeded"), "{effects:?}");
+}
+
+/// Streamable HTTP resumption: the client drops a call's SSE stream after the first
+/// progress event and resumes it with `Last-Event-ID` on a GET: the rest of the events,
+/// the answer included, arrive.
+#[test]
+fn http_stream_resumption_with_last_event_id() {
+    let Some(py) = py1() else { return };
+    let server_cmd = format!("[{:?}, {:?}]", py.to_str().unwrap(), mcp_py("server.py"));
+    let setup = mcp_setup(&format!("[[mcp.server]]\nname = \"t\"\ncommand = {server_cmd}\n"));
+    let server = setup.start();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let post = |session: Option<&str>, body: Value| {
+        let mut req = agent
+            .post(format!("{}/mcp/t", server.base))
+            .header("Authorization", format!("Bearer {AGENT_TOKEN}"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream");
+        if let Some(s) = session {
+            req = req
+                .header("Mcp-Session-Id", s)
+                .header("MCP-Protocol-Version", "2025-11-25");
+        }
+        req.send(body.to_string().as_bytes()).unwrap()
+    };
+    let r = post(
+        None,
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}),
+    );
+    let mut r = r;
+    let session = r.headers().get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
+    let init = r.body_mut().read_to_string().unwrap();
+    assert!(init.contains("protocolVersion"), "{init}");
+    post(
+        Some(&session),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    );
+    let mut r = post(
+        Some(&session),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow","arguments":{"steps":4},"_meta":{"progressToken":"p1"}}}),
+    );
+    assert_eq!(r.headers().get("content-type").unwrap(), "text/event-stream");
+    // Read up to the first event's id, then hang up.
+    let mut reader = BufReader::new(r.body_mut().as_reader());
+    let mut first_id = None;
+    let mut line = String::new();
+    while first_id.is_none() {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended early");
+        if let Some(id) = line.trim_end().strip_prefix("id: ") {
+            first_id = Some(id.to_owned());
+        }
+    }
+    drop(reader);
+    drop(r);
+    let first_id = first_id.unwrap();
+    eprintln!("first event id {first_id}");
+    std::thread::sleep(Duration::from_millis(500));
+    // The resuming GET, by hand (HTTP/1.1, Connection: close; the body is chunked).
+    let addr = server.base.strip_prefix("http://").unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET /mcp/t HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {AGENT_TOKEN}\r\nAccept: text/event-stream\r\n\
+         Mcp-Session-Id: {session}\r\nLast-Event-ID: {first_id}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text.contains(&format!("id: {first_id}\n")),
+        "the seen event is not replayed:\n{text}"
+    );
+    assert!(text.contains("notifications/progress"), "{text}\n{}", server.log_text());
+    assert!(
+        text.contains("done 4"),
+        "the answer arrives on the resumed stream:\n{text}"
+    );
+    assert!(server.terminate().success());
+    verify_store(&setup);
+}
