@@ -40,7 +40,7 @@ other_tools = "deny"
 
 [[rule]]
 id = "harmless"
-tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
+tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
 verdict = "allow"
 require = ["true"]
 
@@ -872,4 +872,33 @@ fn http_stream_resumption_with_last_event_id() {
     );
     assert!(server.terminate().success());
     verify_store(&setup);
+}
+
+/// 2025-11-25 tasks: a task-augmented `tools/call` is decided like any call; its
+/// EFFECT is written when `tasks/result` delivers the result.
+#[test]
+fn stdio_task_augmented_call_effect_at_result() {
+    let Some(python) = py1() else { return };
+    let setup = mcp_setup("");
+    let upstream = vec![python.to_str().unwrap().to_owned(), mcp_py("server_tasks.py")];
+    run_check(&python, &stdio_args(&setup, "tasks", "t", &upstream), &[], setup.path());
+    let records = store_records(&setup.store());
+    let (_, _, effects) = verify_store(&setup);
+    assert_eq!(
+        effects,
+        vec!["t/long:Succeeded".to_owned()],
+        "one EFFECT, for the task's result"
+    );
+    // The EFFECT commits to the delivered result (the blob holds it after the salt).
+    let blobs = store_blobs(&setup.store());
+    let effect = records
+        .iter()
+        .map(|r| Record::decode(r).unwrap())
+        .find_map(|r| match r.body {
+            Body::Effect { output, .. } => Some(output),
+            _ => None,
+        })
+        .unwrap();
+    let blob = &blobs[&effect];
+    assert!(String::from_utf8_lossy(&blob[16..]).contains("long done 7"));
 }

@@ -275,6 +275,19 @@ async def scenario_filesystem(s, args):
     check(err(r), "filesystem: path traversal refused", text_of(r))
 
 
+async def scenario_tasks(s, args):
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    tools = await s.list_tools()
+    check([t.name for t in tools.tools] == ["long"], "tasks server: list")
+    created = await s.experimental.call_tool_as_task("long", {"n": 7})
+    task_id = created.task.taskId
+    check(bool(task_id), "a task-augmented tools/call returns a task", str(created))
+    result = await s.experimental.get_task_result(task_id, types.CallToolResult)
+    check(text_of(result) == "long done 7", "tasks/result delivers the result", text_of(result))
+
+
 async def run(args):
     async with open_transport(args) as streams:
         read, write = streams[0], streams[1]
@@ -290,6 +303,8 @@ async def run(args):
                 await scenario_everything(s, args)
             elif args.scenario == "filesystem":
                 await scenario_filesystem(s, args)
+            elif args.scenario == "tasks":
+                await scenario_tasks(s, args)
     if args.transport == "stdio":
         ok("the client closed the proxy's stdin: clean shutdown")
 
