@@ -40,7 +40,7 @@ other_tools = "deny"
 
 [[rule]]
 id = "harmless"
-tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
+tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "t/confirm", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
 verdict = "allow"
 require = ["true"]
 
@@ -290,6 +290,10 @@ fn stdio_python_sdk_allow_deny_escalate_progress_cancel_sampling_then_rug_pull()
         assert!(
             effects.iter().any(|e| e == "t/sleepy:Aborted"),
             "the cancelled call: {effects:?}"
+        );
+        assert!(
+            effects.iter().any(|e| e == "t:elicitation/create:Succeeded"),
+            "the elicitation is recorded: {effects:?}"
         );
         assert!(
             effects.iter().any(|e| e == "t:sampling/createMessage:Succeeded"),

@@ -98,6 +98,10 @@ async def sampling(context, params):
     )
 
 
+async def elicitation(context, params):
+    return types.ElicitResult(action="accept", content={"ok": True})
+
+
 def approve(args, decision):
     """Signs the approval challenge with the PUBLIC test approver key and submits it."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -126,7 +130,7 @@ async def scenario_full(s, args):
     tools = await s.list_tools()
     names = sorted(t.name for t in tools.tools)
     check(
-        names == ["add", "ask", "crash", "deploy", "echo", "read_file", "sleepy", "slow"],
+        names == ["add", "ask", "confirm", "crash", "deploy", "echo", "read_file", "sleepy", "slow"],
         "tools/list is filtered by policy (rm, which the policy always denies, is not listed)",
         str(names),
     )
@@ -194,6 +198,8 @@ async def scenario_full(s, args):
     # Sampling: a server-to-client request passes (and is recorded).
     r = await s.call_tool("ask", {"question": "6x7?"})
     check(text_of(r) == "model said: 42", "sampling/createMessage passes to the client and back", text_of(r))
+    r = await s.call_tool("confirm", {"action": "deploy"})
+    check(text_of(r) == "confirmed deploy", "elicitation/create passes to the client and back", text_of(r))
     # Resources and prompts are governed too.
     res = await s.read_resource("note://x")
     check("note x" in res.contents[0].text, "resources/read allowed by policy")
@@ -291,7 +297,7 @@ async def scenario_tasks(s, args):
 async def run(args):
     async with open_transport(args) as streams:
         read, write = streams[0], streams[1]
-        async with ClientSession(read, write, sampling_callback=sampling) as s:
+        async with ClientSession(read, write, sampling_callback=sampling, elicitation_callback=elicitation) as s:
             init = await s.initialize()
             pv = getattr(init, "protocolVersion", None) or getattr(init, "protocol_version", None)
             check(pv in ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"), f"initialize negotiated {pv} (mcp {VERSION})")

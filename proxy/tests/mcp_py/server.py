@@ -11,6 +11,7 @@ import os
 import sys
 
 from mcp.server.fastmcp import Context, FastMCP
+from pydantic import BaseModel
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--transport", default="stdio", choices=["stdio", "streamable-http", "sse"])
@@ -79,6 +80,18 @@ async def ask(question: str, ctx: Context) -> str:
         max_tokens=20,
     )
     return f"model said: {r.content.text}"
+
+
+class Confirmation(BaseModel):
+    ok: bool
+
+
+@mcp.tool(description="Ask the user to confirm (elicitation).")
+async def confirm(action: str, ctx: Context) -> str:
+    r = await ctx.elicit(message=f"Confirm {action}?", schema=Confirmation)
+    if r.action == "accept" and r.data.ok:
+        return f"confirmed {action}"
+    return f"not confirmed {action} ({r.action})"
 
 
 @mcp.tool(description="Crash the server (exit 3 at once).")
