@@ -87,6 +87,36 @@ pub(crate) fn trace(what: &str, v: &Value) {
     }
 }
 
+/// Where a conversation's messages for the client go.
+pub enum ClientSink {
+    /// A channel, drained by the client side's writer (stdio).
+    Channel(mpsc::UnboundedSender<ToClient>),
+    /// A function called at once, which routes the message to its stream (HTTP): one
+    /// task hop less per answer.
+    Direct(Box<dyn Fn(ToClient) + Send + Sync>),
+}
+
+impl core::fmt::Debug for ClientSink {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ClientSink::Channel(_) => "ClientSink::Channel",
+            ClientSink::Direct(_) => "ClientSink::Direct",
+        })
+    }
+}
+
+impl ClientSink {
+    fn send(&self, m: ToClient) -> Result<(), ()> {
+        match self {
+            ClientSink::Channel(tx) => tx.send(m).map_err(|_| ()),
+            ClientSink::Direct(f) => {
+                f(m);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The key of an id: its JSON text (`1` and `"1"` differ).
 pub fn id_key(id: &Value) -> String {
     id.to_string()
@@ -150,7 +180,7 @@ pub struct Bridge {
     /// The kernel session.
     pub session: String,
     up: mpsc::UnboundedSender<Value>,
-    client: mpsc::UnboundedSender<ToClient>,
+    client: ClientSink,
     st: Mutex<State>,
     inflight: core::sync::atomic::AtomicUsize,
 }
@@ -170,7 +200,7 @@ impl Bridge {
         principal: &str,
         session: &str,
         up: mpsc::UnboundedSender<Value>,
-        client: mpsc::UnboundedSender<ToClient>,
+        client: ClientSink,
     ) -> Arc<Bridge> {
         Arc::new(Bridge {
             shared,

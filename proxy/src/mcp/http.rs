@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::bridge::{id_key, Bridge, McpShared, ToClient};
+use super::bridge::{id_key, Bridge, ClientSink, McpShared, ToClient};
 use super::protocol::{code, parse_bytes, Incoming, Message, Rev, MODERN_VERSIONS};
 use super::upstream::{start_upstream, UpstreamSpec};
 use super::{random_id, sse};
@@ -480,14 +480,20 @@ impl McpHttp {
         let spec = self.servers.get(server).ok_or("no such server")?;
         let id = random_id()?;
         let (up_tx, up_rx) = mpsc::unbounded_channel();
-        let (cl_tx, cl_rx) = mpsc::unbounded_channel();
+        let slot: Arc<std::sync::OnceLock<Weak<Session>>> = Arc::new(std::sync::OnceLock::new());
+        let target = slot.clone();
+        let sink = ClientSink::Direct(Box::new(move |m| {
+            if let Some(s) = target.get().and_then(Weak::upgrade) {
+                s.deliver(m);
+            }
+        }));
         let bridge = Bridge::new(
             self.shared.clone(),
             server,
             principal,
             &format!("mcp-http-{id}"),
             up_tx.clone(),
-            cl_tx,
+            sink,
         );
         let max = usize::try_from(self.shared.settings.max_message_bytes).unwrap_or(usize::MAX);
         start_upstream(spec, bridge.clone(), up_rx, max)?;
@@ -501,7 +507,7 @@ impl McpHttp {
             last_used: Mutex::new(Instant::now()),
             sse_tx: Mutex::new(sse_tx),
         });
-        tokio::spawn(dispatch(Arc::downgrade(&session), cl_rx));
+        let _ = slot.set(Arc::downgrade(&session));
         Ok(session)
     }
 
@@ -533,13 +539,6 @@ impl McpHttp {
                 None,
             )),
         }
-    }
-}
-
-async fn dispatch(session: Weak<Session>, mut rx: mpsc::UnboundedReceiver<ToClient>) {
-    while let Some(m) = rx.recv().await {
-        let Some(s) = session.upgrade() else { return };
-        s.deliver(m);
     }
 }
 

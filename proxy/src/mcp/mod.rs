@@ -89,7 +89,14 @@ pub fn run_stdio(config: &Config, opts: StdioOptions) -> Result<(), ServeError> 
         let max = usize::try_from(config.mcp.max_message_bytes).unwrap_or(usize::MAX);
         let (up_tx, up_rx) = tokio::sync::mpsc::unbounded_channel();
         let (cl_tx, cl_rx) = tokio::sync::mpsc::unbounded_channel();
-        let bridge = Bridge::new(shared.clone(), &opts.server, &principal, &session, up_tx.clone(), cl_tx);
+        let bridge = Bridge::new(
+            shared.clone(),
+            &opts.server,
+            &principal,
+            &session,
+            up_tx.clone(),
+            bridge::ClientSink::Channel(cl_tx),
+        );
         let spec = UpstreamSpec::Command {
             argv: opts.command.clone(),
             env: Default::default(),
