@@ -44,6 +44,8 @@ use crate::log::{log_info, log_warn};
 const REPLAY_EVENTS: usize = 1024;
 /// Messages kept for a standalone stream nobody listens to.
 const BACKLOG: usize = 1024;
+/// Finished streams kept per session for resumption.
+const FINISHED: usize = 64;
 /// SSE keep-alive comment interval.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -88,6 +90,27 @@ struct Routes {
     by_request: HashMap<String, u64>,
     get_stream: Option<u64>,
     backlog: VecDeque<Value>,
+    /// Finished streams, oldest first: kept for resumption, at most [`FINISHED`].
+    finished: VecDeque<u64>,
+}
+
+impl Routes {
+    /// Marks a stream finished; the oldest finished ones are forgotten.
+    fn finish(&mut self, sid: u64) {
+        if let Some(st) = self.streams.get_mut(&sid) {
+            st.done = true;
+            st.tx = None;
+            if let Some((collected, tx)) = st.json.take() {
+                let _ = tx.send(collected);
+            }
+        }
+        self.finished.push_back(sid);
+        while self.finished.len() > FINISHED {
+            if let Some(old) = self.finished.pop_front() {
+                self.streams.remove(&old);
+            }
+        }
+    }
 }
 
 /// One client session (or the stateless conversation of a principal).
@@ -202,13 +225,7 @@ impl Session {
         if let (true, Some(k)) = (is_response, &key) {
             st.waiting.remove(k);
             if st.waiting.is_empty() && Some(sid) != r.get_stream {
-                if let Some(st) = r.streams.get_mut(&sid) {
-                    st.done = true;
-                    st.tx = None;
-                    if let Some((collected, tx)) = st.json.take() {
-                        let _ = tx.send(collected);
-                    }
-                }
+                r.finish(sid);
             }
         }
     }
@@ -839,10 +856,7 @@ async fn get_mcp(
     }
     // The standalone stream (one at a time: a new one replaces the old).
     if let Some(old) = r.get_stream.take() {
-        if let Some(st) = r.streams.get_mut(&old) {
-            st.tx = None;
-            st.done = true;
-        }
+        r.finish(old);
     }
     r.next_stream = r.next_stream.saturating_add(1);
     let sid = r.next_stream;
