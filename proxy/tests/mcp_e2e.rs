@@ -40,7 +40,7 @@ other_tools = "deny"
 
 [[rule]]
 id = "harmless"
-tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "t/confirm", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
+tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "t/confirm", "t/big", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
 verdict = "allow"
 require = ["true"]
 
@@ -905,4 +905,36 @@ fn stdio_task_augmented_call_effect_at_result() {
         .unwrap();
     let blob = &blobs[&effect];
     assert!(String::from_utf8_lossy(&blob[16..]).contains("long done 7"));
+}
+
+/// An upstream message larger than `max_message_bytes`: which request it answered
+/// cannot be known, so the server is dropped (every request gets an error) and a
+/// VIOLATION `PROTOCOL_VIOLATION` is recorded.
+#[test]
+fn stdio_oversized_upstream_message_drops_the_server() {
+    let Some(python) = py1() else { return };
+    let setup = mcp_setup("max_message_bytes = 4096");
+    let upstream = vec![python.to_str().unwrap().to_owned(), mcp_py("server.py")];
+    let mut raw = Raw::start(&setup, &upstream);
+    let r = raw.call(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}));
+    assert_eq!(r["result"]["protocolVersion"], "2025-11-25", "{r}");
+    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let r =
+        raw.call(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"big","arguments":{"n":100}}}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let r = raw
+        .call(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"big","arguments":{"n":100000}}}));
+    assert_eq!(
+        (r["id"].as_i64(), r["error"]["code"].as_i64()),
+        (Some(2), Some(-32012)),
+        "{r}"
+    );
+    let r = raw.call(json!({"jsonrpc":"2.0","id":3,"method":"tools/list"}));
+    assert_eq!(r["error"]["code"], -32012, "{r}");
+    drop(raw.stdin.take());
+    assert!(raw.child.wait().unwrap().success());
+    let (_, violations, effects) = verify_store(&setup);
+    assert!(violations.iter().any(|v| v == "PROTOCOL_VIOLATION"), "{violations:?}");
+    assert!(effects.iter().any(|e| e == "t/big:Aborted"), "{effects:?}");
 }

@@ -942,7 +942,21 @@ impl Bridge {
         }
     }
 
-    async fn upstream_violation(&self, what: &str) {
+    /// A message from the client larger than `max_message_bytes` (its id unknown).
+    pub fn refuse_oversized(&self, n: usize) {
+        self.refuse_client(Malformed {
+            code: code::INVALID_REQUEST,
+            message: format!(
+                "message larger than {} bytes ({n} bytes)",
+                self.shared.settings.max_message_bytes
+            ),
+            id: None,
+        });
+    }
+
+    /// Logs a misbehaving upstream; the first time in a conversation, records a
+    /// VIOLATION `PROTOCOL_VIOLATION`.
+    pub async fn upstream_violation(&self, what: &str) {
         log_warn!("MCP {}: {what}: dropped", self.server);
         let first = {
             let mut st = self.lock();

@@ -98,7 +98,11 @@ pub async fn run_child(mut child: Child, bridge: Arc<Bridge>, mut rx: mpsc::Unbo
                     reader_bridge.from_upstream_bytes(&line, None).await;
                 }
                 Ok(Some(Err(n))) => {
-                    reader_bridge.from_upstream_bytes(&vec![b' '; n], None).await;
+                    // Which request it answered cannot be known: the server is dropped
+                    // (every pending request gets an error).
+                    let why = format!("a message of {n} bytes exceeds max_message_bytes");
+                    reader_bridge.upstream_violation(&why).await;
+                    return why;
                 }
                 Ok(None) => return "its stdout closed".to_owned(),
                 Err(e) => return format!("reading its stdout failed: {e}"),
@@ -229,7 +233,7 @@ pub async fn serve_stdio<R, W>(
                 }
                 Ok(Some(Err(n))) => {
                     log_warn!("MCP stdio: a message of {n} bytes exceeds max_message_bytes: refused");
-                    reader_bridge.from_client_bytes(&vec![b' '; max.saturating_add(1)]);
+                    reader_bridge.refuse_oversized(n);
                 }
                 Ok(None) => return "end of input",
                 Err(_) => return "input error",

@@ -130,7 +130,7 @@ async def scenario_full(s, args):
     tools = await s.list_tools()
     names = sorted(t.name for t in tools.tools)
     check(
-        names == ["add", "ask", "confirm", "crash", "deploy", "echo", "read_file", "sleepy", "slow"],
+        names == ["add", "ask", "big", "confirm", "crash", "deploy", "echo", "read_file", "sleepy", "slow"],
         "tools/list is filtered by policy (rm, which the policy always denies, is not listed)",
         str(names),
     )

@@ -94,6 +94,11 @@ async def confirm(action: str, ctx: Context) -> str:
     return f"not confirmed {action} ({r.action})"
 
 
+@mcp.tool(description="Return n bytes of text.")
+def big(n: int) -> str:
+    return "x" * n
+
+
 @mcp.tool(description="Crash the server (exit 3 at once).")
 def crash() -> str:
     os._exit(3)
