@@ -48,10 +48,11 @@ pub struct UpstreamSection {
     /// Environment variables for `command`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// A Streamable HTTP server: its MCP endpoint URL (`http://` only).
+    /// A Streamable HTTP server: its MCP endpoint URL (`http://` or `https://`; TLS with
+    /// the Mozilla roots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// An HTTP+SSE (2024-11-05) server: its SSE URL (`http://` only).
+    /// An HTTP+SSE (2024-11-05) server: its SSE URL (`http://` or `https://`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse_url: Option<String>,
     /// Extra HTTP headers sent upstream (e.g. `Authorization`).
@@ -165,8 +166,11 @@ impl McpSection {
                 return Err(format!("[[mcp.server]] {:?}: command is empty", s.name));
             }
             for u in [&s.url, &s.sse_url].into_iter().flatten() {
-                if !u.starts_with("http://") {
-                    return Err(format!("[[mcp.server]] {:?}: {u:?} is not an http:// URL", s.name));
+                if !u.starts_with("http://") && !u.starts_with("https://") {
+                    return Err(format!(
+                        "[[mcp.server]] {:?}: {u:?} is not an http:// or https:// URL",
+                        s.name
+                    ));
                 }
             }
         }

@@ -95,7 +95,7 @@ pub fn start_upstream(
     }
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 #[derive(Debug)]
 struct HttpUp {
@@ -130,8 +130,8 @@ impl HttpUp {
         max: usize,
     ) -> Result<Arc<HttpUp>, String> {
         let url: Uri = url.parse().map_err(|e| format!("upstream URL {url:?}: {e}"))?;
-        if url.scheme_str() != Some("http") {
-            return Err(format!("upstream URL {url}: only http:// is supported"));
+        if !matches!(url.scheme_str(), Some("http" | "https")) {
+            return Err(format!("upstream URL {url}: http:// or https:// only"));
         }
         let mut headers = HeaderMap::new();
         for (k, v) in extra {
@@ -141,11 +141,25 @@ impl HttpUp {
             headers.insert(name, value);
         }
         let mut http = HttpConnector::new();
+        http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
+        // TLS by rustls (ring) with the Mozilla roots, as the OpenAI proxy's upstream.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(http);
+            .build(connector);
         Ok(Arc::new(HttpUp {
             client,
             url,
@@ -445,15 +459,16 @@ impl HttpUp {
     /// on the same origin.
     fn resolve(&self, data: &str) -> Result<Uri, String> {
         let data = data.trim();
+        let scheme = self.url.scheme_str().unwrap_or("http");
         let u: Uri = if data.starts_with('/') {
             let auth = self.url.authority().map(|a| a.as_str()).unwrap_or("");
-            format!("http://{auth}{data}")
+            format!("{scheme}://{auth}{data}")
                 .parse()
                 .map_err(|e| format!("endpoint {data:?}: {e}"))?
         } else {
             data.parse().map_err(|e| format!("endpoint {data:?}: {e}"))?
         };
-        if u.scheme_str() != Some("http") || u.authority() != self.url.authority() {
+        if u.scheme_str() != Some(scheme) || u.authority() != self.url.authority() {
             return Err(format!("endpoint {data:?} is not on the SSE URL's origin: refused"));
         }
         Ok(u)
