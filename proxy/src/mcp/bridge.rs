@@ -786,10 +786,10 @@ impl Bridge {
         let Some(hash) = seen else {
             return unknown(format!("unknown tool {name:?} (not in the server's tools/list)"));
         };
-        let approved = self.shared.pins.approved(&self.server, name);
-        if approved == Some(hash) {
+        if self.shared.pins.is_approved(&self.server, name, &hash) {
             return None;
         }
+        let approved = self.shared.pins.approved(&self.server, name);
         let detail = match approved {
             Some(p) => format!(
                 "call {} of {}/{name} refused: its definition sha256:{} is not the pinned sha256:{}",

@@ -5,8 +5,9 @@
 //! and `execution` members (those present; nothing else). Its SHA-256 is the pin. A pin
 //! is an ATTESTATION `tool-pin` record (subject: that hash; claims: `{"tool": name,
 //! "server": server}`; the canonical definition kept as a blob), so pins are in the
-//! store, survive restarts and appear in every exported pack. The newest pin of a
-//! (server, tool) is the approved definition.
+//! store, survive restarts and appear in every exported pack. Every pinned definition
+//! of a (server, tool) stays approved (pins add up, none is revoked), so re-stating a
+//! `[[mcp.pin]]` at each start changes nothing.
 //!
 //! A definition is pinned when first approved: on first sight when `tofu = true`
 //! (the default), or by an operator (`[[mcp.pin]]` in the configuration, or
@@ -86,18 +87,21 @@ pub enum PinState {
 pub struct PinStore {
     kernel: Arc<Kernel>,
     tofu: bool,
-    pins: Mutex<HashMap<(String, String), Hash>>,
+    pins: Mutex<HashMap<(String, String), Vec<Hash>>>,
     /// (server, tool, hash) whose refusal at listing time is already recorded.
     reported: Mutex<HashSet<(String, String, Hash)>>,
 }
 
 impl PinStore {
-    /// Restores the pins from the store's `tool-pin` ATTESTATIONs (newest wins).
+    /// Restores the pins from the store's `tool-pin` ATTESTATIONs.
     pub fn load(kernel: Arc<Kernel>, tofu: bool) -> Result<PinStore, String> {
-        let mut pins = HashMap::new();
+        let mut pins: HashMap<(String, String), Vec<Hash>> = HashMap::new();
         for a in kernel.attestations("tool-pin").map_err(|e| e.to_string())? {
             if let Some(key) = a.claims.as_deref().and_then(parse_claims) {
-                pins.insert(key, a.subject);
+                let v = pins.entry(key).or_default();
+                if !v.contains(&a.subject) {
+                    v.push(a.subject);
+                }
             }
         }
         Ok(PinStore {
@@ -108,13 +112,22 @@ impl PinStore {
         })
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Hash>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<Hash>>> {
         self.pins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The approved definition of a tool, if any.
+    /// The newest approved definition of a tool, if any.
     pub fn approved(&self, server: &str, tool: &str) -> Option<Hash> {
-        self.map().get(&(server.to_owned(), tool.to_owned())).copied()
+        self.map()
+            .get(&(server.to_owned(), tool.to_owned()))
+            .and_then(|v| v.last().copied())
+    }
+
+    /// Whether `hash` is an approved definition of the tool.
+    pub fn is_approved(&self, server: &str, tool: &str, hash: &Hash) -> bool {
+        self.map()
+            .get(&(server.to_owned(), tool.to_owned()))
+            .is_some_and(|v| v.contains(hash))
     }
 
     /// Every pin: (server, tool, approved definition), sorted.
@@ -122,7 +135,7 @@ impl PinStore {
         let mut v: Vec<_> = self
             .map()
             .iter()
-            .map(|((s, t), h)| (s.clone(), t.clone(), *h))
+            .flat_map(|((s, t), hs)| hs.iter().map(move |h| (s.clone(), t.clone(), *h)))
             .collect();
         v.sort();
         v
@@ -141,7 +154,7 @@ impl PinStore {
     /// Records `hash` as the approved definition of (server, tool) (blocking: waits
     /// for the store). `definition` is kept as a blob when given.
     pub fn approve(&self, server: &str, tool: &str, hash: Hash, definition: Option<Vec<u8>>) -> Result<String, String> {
-        if self.approved(server, tool) == Some(hash) {
+        if self.is_approved(server, tool, &hash) {
             return Ok(String::new());
         }
         let rec = self
@@ -155,7 +168,10 @@ impl PinStore {
                 blobs: definition.into_iter().collect(),
             })
             .map_err(|r| format!("{}: {}", r.code, r.message))?;
-        self.map().insert((server.to_owned(), tool.to_owned()), hash);
+        self.map()
+            .entry((server.to_owned(), tool.to_owned()))
+            .or_default()
+            .push(hash);
         Ok(rec)
     }
 
@@ -163,8 +179,10 @@ impl PinStore {
     /// with `tofu`, or a VIOLATION `TOOL_DEFINITION_CHANGED` once per new definition).
     pub fn observe(&self, server: &str, tool: &str, definition: &[u8], principal: &str, session: &str) -> PinState {
         let hash = sha256(definition);
+        if self.is_approved(server, tool, &hash) {
+            return PinState::Approved;
+        }
         match self.approved(server, tool) {
-            Some(h) if h == hash => PinState::Approved,
             Some(pinned) => {
                 let first = self
                     .reported
