@@ -93,6 +93,9 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         None
     } else {
         let shared = crate::mcp::McpShared::new(kernel.clone(), config.mcp.clone()).map_err(ServeError::Io)?;
+        for s in &config.mcp.servers {
+            log_info!("MCP server {} at /mcp/{} (and /mcp/{}/sse)", s.name, s.name, s.name);
+        }
         Some(crate::mcp::http::McpHttp::new(shared, state.0.tokens.clone()))
     };
     let result = runtime.block_on(serve(config, state, kernel.clone(), openai, mcp));
