@@ -40,7 +40,7 @@ other_tools = "deny"
 
 [[rule]]
 id = "harmless"
-tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "t/confirm", "t/big", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
+tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "t/confirm", "t/big", "t/query", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
 verdict = "allow"
 require = ["true"]
 
@@ -751,6 +751,30 @@ fn modern_revision_stdio_and_http() {
     let (st, body) = post("echo", "2026-07-28", &call);
     assert_eq!(st, 200, "{body}");
     assert!(body.contains("echo: x"), "{body}");
+    // A parameter annotated x-mcp-header: its Mcp-Param-Region header must match.
+    let query = |region_header: Option<&str>| {
+        let body = json!({"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"query","arguments":{"region":"eu","q":"x"},
+            "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}});
+        let mut req = agent
+            .post(format!("{}/mcp/t", server.base))
+            .header("Authorization", format!("Bearer {AGENT_TOKEN}"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .header("MCP-Protocol-Version", "2026-07-28")
+            .header("Mcp-Method", "tools/call")
+            .header("Mcp-Name", "query");
+        if let Some(r) = region_header {
+            req = req.header("Mcp-Param-Region", r);
+        }
+        let mut r = req.send(body.to_string().as_bytes()).unwrap();
+        r.body_mut().read_to_string().unwrap()
+    };
+    let ok = query(Some("eu"));
+    assert!(ok.contains("eu: x"), "{ok}");
+    for bad in [None, Some("us")] {
+        let refused = query(bad);
+        assert!(refused.contains("-32020"), "{bad:?}: {refused}");
+    }
     assert!(server.terminate().success());
     verify_store(&setup);
 }

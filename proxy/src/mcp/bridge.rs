@@ -167,6 +167,11 @@ struct State {
     /// Upstream ids of requests the client cancelled (late answers are dropped).
     cancelled_up: HashSet<u64>,
     client_gone: bool,
+    /// Tools' `x-mcp-header` annotations, from the listings.
+    params: HashMap<String, super::params::Declared>,
+    /// `Mcp-Param-*` headers a client sent with a stateless tools/call, by request key:
+    /// checked against the arguments once the tool's annotations are known.
+    sent_params: HashMap<String, Vec<(String, String)>>,
 }
 
 /// One conversation.
@@ -226,6 +231,21 @@ impl Bridge {
     /// Whether the upstream side has closed.
     pub fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// The `Mcp-Param-*` headers a call of `tool` with `args` carries upstream.
+    pub fn param_headers(&self, tool: &str, args: &Value) -> Vec<(String, String)> {
+        self.lock()
+            .params
+            .get(tool)
+            .map(|d| super::params::headers_for(d, args))
+            .unwrap_or_default()
+    }
+
+    /// The `Mcp-Param-*` headers (lowercase names) sent with the stateless request
+    /// `key`: the call is refused (`-32020`) unless they match its arguments.
+    pub fn expect_params(&self, key: &str, sent: Vec<(String, String)>) {
+        self.lock().sent_params.insert(key.to_owned(), sent);
     }
 
     /// The client is gone (end of its input, or its HTTP session was deleted): nothing
@@ -611,6 +631,13 @@ impl Bridge {
                 if let Some(answer) = self.check_pin(id, name, modern).await {
                     return Decided::Answer(answer);
                 }
+                let sent = self.lock().sent_params.remove(&id_key(id));
+                if let Some(sent) = sent {
+                    let decl = self.lock().params.get(name).cloned().unwrap_or_default();
+                    if let Err(e) = super::params::check(&decl, &args, &sent) {
+                        return Decided::Answer(Message::error(id.clone(), code::HEADER_MISMATCH, e, None));
+                    }
+                }
                 (format!("{}/{name}", self.server), args)
             }
             "resources/read" => {
@@ -896,6 +923,20 @@ impl Bridge {
                     continue;
                 }
             };
+            // 2026-07-28: a tool whose x-mcp-header annotations are invalid is dropped.
+            let declared = match obj.get("inputSchema").map(super::params::declared) {
+                None => Vec::new(),
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    log_warn!("MCP {}/{name}: invalid x-mcp-header ({e}): hidden", self.server);
+                    continue;
+                }
+            };
+            if declared.is_empty() {
+                self.lock().params.remove(name);
+            } else {
+                self.lock().params.insert(name.to_owned(), declared);
+            }
             let state = self
                 .shared
                 .pins

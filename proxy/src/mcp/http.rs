@@ -703,6 +703,15 @@ async fn exchange(session: &Arc<Session>, inc: Incoming, headers: &HeaderMap, wi
     exchange_as(session, inc, headers, with_id, false).await
 }
 
+/// The `Mcp-Param-*` headers of a request: (lowercase name, value).
+fn mcp_params(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("mcp-param-"))
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
 async fn exchange_as(
     session: &Arc<Session>,
     mut inc: Incoming,
@@ -712,13 +721,17 @@ async fn exchange_as(
 ) -> Response {
     let mut orig_id = None;
     if stateless {
-        if let Incoming::One(Message::Request { id, .. }) = &mut inc {
+        if let Incoming::One(Message::Request { id, method, .. }) = &mut inc {
             let n = {
                 let mut r = session.routes();
                 r.next_stream = r.next_stream.saturating_add(1);
                 r.next_stream
             };
             let ours = Value::String(format!("helm-{n}"));
+            // 2026-07-28: the call's Mcp-Param-* headers are checked against its arguments.
+            if method == "tools/call" {
+                session.bridge.expect_params(&id_key(&ours), mcp_params(headers));
+            }
             orig_id = Some((id_key(&ours), core::mem::replace(id, ours)));
         }
     }

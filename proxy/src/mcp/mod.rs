@@ -21,6 +21,7 @@
 pub mod bridge;
 pub mod config;
 pub mod http;
+pub mod params;
 pub mod pins;
 pub mod protocol;
 pub mod sse;

@@ -232,6 +232,18 @@ impl HttpUp {
                 if let Some(n) = name.and_then(|n| HeaderValue::from_str(&header_text(n)).ok()) {
                     h.insert("mcp-name", n);
                 }
+                if method == "tools/call" {
+                    let p = params.as_ref();
+                    let (tool, args) = (
+                        p.and_then(|p| p.get("name")).and_then(Value::as_str).unwrap_or(""),
+                        p.and_then(|p| p.get("arguments")).cloned().unwrap_or(Value::Null),
+                    );
+                    for (k, v) in self.bridge.param_headers(tool, &args) {
+                        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                            h.insert(k, v);
+                        }
+                    }
+                }
             }
         }
         let is_init = matches!(&msg, Some(Message::Request { method, .. }) if method == "initialize");

@@ -4,6 +4,9 @@ revisions. Transports: `stdio` (default) or `streamable-http` with `--port`."""
 
 import argparse
 import sys
+from typing import Annotated
+
+from pydantic import Field
 
 from mcp.server.mcpserver import MCPServer
 
@@ -33,6 +36,11 @@ def read_file(path: str) -> str:
 @mcp.tool(description="Delete a file (the policy denies it).")
 def rm(path: str) -> str:
     return f"deleted {path}"
+
+
+@mcp.tool(description="Query in a region (the region is mirrored into the Mcp-Param-Region header).")
+def query(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], q: str) -> str:
+    return f"{region}: {q}"
 
 
 if __name__ == "__main__":
