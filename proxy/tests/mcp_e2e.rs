@@ -799,11 +799,13 @@ fn stdio_batches_in_2025_03_26_each_element_governed() {
         ])
         .to_string(),
     );
+    // The answers come back together, as one array (JSON-RPC 2.0 batch response).
+    let all = raw.recv();
     let mut answers = std::collections::BTreeMap::new();
-    for _ in 0..4 {
-        let a = raw.recv();
-        answers.insert(a["id"].as_i64().unwrap(), a);
+    for a in all.as_array().unwrap_or_else(|| panic!("not an array: {all}")) {
+        answers.insert(a["id"].as_i64().unwrap(), a.clone());
     }
+    assert_eq!(answers.len(), 4, "{all}");
     assert_eq!(answers[&1]["result"]["content"][0]["text"], "echo: b", "{answers:?}");
     assert_eq!(answers[&2]["result"]["isError"], true, "{answers:?}");
     assert!(answers[&2]["result"]["content"][0]["text"]

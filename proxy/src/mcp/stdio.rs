@@ -194,6 +194,50 @@ pub fn std_streams(rt: tokio::runtime::Handle) -> (tokio::io::DuplexStream, toki
     (input, output)
 }
 
+/// Batches in flight: the answers of each are held until all have come.
+#[derive(Debug, Default)]
+struct Batches {
+    next: u64,
+    by_key: std::collections::HashMap<String, u64>,
+    open: std::collections::HashMap<u64, (usize, Vec<Value>)>,
+}
+
+impl Batches {
+    fn open(&mut self, mut keys: Vec<String>) {
+        keys.sort();
+        keys.dedup();
+        // A key already waiting (a duplicate id in flight) is refused by the bridge
+        // without an answer to hold: such a batch is not grouped.
+        if keys.is_empty() || keys.iter().any(|k| self.by_key.contains_key(k)) {
+            return;
+        }
+        self.next = self.next.saturating_add(1);
+        let n = self.next;
+        for k in &keys {
+            self.by_key.insert(k.clone(), n);
+        }
+        self.open.insert(n, (keys.len(), Vec::new()));
+    }
+
+    /// What to write for `m`: itself, nothing yet (held for its batch), or the batch.
+    fn route(&mut self, m: ToClient) -> Option<Value> {
+        let is_answer = m.msg.get("result").is_some() || m.msg.get("error").is_some();
+        let batch = m
+            .related
+            .as_ref()
+            .filter(|_| is_answer)
+            .and_then(|k| self.by_key.remove(k));
+        let Some(n) = batch else { return Some(m.msg) };
+        let (left, answers) = self.open.get_mut(&n)?;
+        answers.push(m.msg);
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return None;
+        }
+        self.open.remove(&n).map(|(_, a)| Value::Array(a))
+    }
+}
+
 /// The client side on our own stdin/stdout: reads messages until end of input (or
 /// `stop`), then shuts the upstream down cleanly. Returns when both sides are done.
 #[allow(
@@ -213,10 +257,19 @@ pub async fn serve_stdio<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    // The answers to a batch (2025-03-26) go out together, as one array.
+    let batches = Arc::new(std::sync::Mutex::new(Batches::default()));
+    let writer_batches = batches.clone();
     let writer = tokio::spawn(async move {
         while let Some(m) = client_rx.recv().await {
-            if write_line(&mut output, &m.msg).await.is_err() {
-                break;
+            let out = {
+                let mut b = writer_batches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                b.route(m)
+            };
+            if let Some(v) = out {
+                if write_line(&mut output, &v).await.is_err() {
+                    break;
+                }
             }
         }
     });
@@ -228,6 +281,19 @@ pub async fn serve_stdio<R, W>(
                 Ok(Some(Ok(line))) => {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
+                    }
+                    if line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                        if let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(&line) {
+                            let keys: Vec<String> = items
+                                .iter()
+                                .filter(|i| i.get("method").is_some())
+                                .filter_map(|i| i.get("id").map(super::bridge::id_key))
+                                .collect();
+                            batches
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .open(keys);
+                        }
                     }
                     reader_bridge.from_client_bytes(&line);
                 }
