@@ -66,6 +66,8 @@ pub(crate) struct Preframer {
     state: Frame,
     header: Vec<u8>,
     record: Vec<u8>,
+    /// `record` holds a partial pack's proof item, not a record.
+    item: bool,
     next_index: u64,
 }
 
@@ -75,6 +77,7 @@ impl Preframer {
             state: Frame::Header,
             header: Vec::with_capacity(BLOCK),
             record: Vec::new(),
+            item: false,
             next_index: 0,
         }
     }
@@ -144,6 +147,40 @@ impl Preframer {
     fn frame(&mut self, mut data: &[u8], out: &mut dyn FnMut(u64, &[u8])) {
         while !data.is_empty() {
             if self.record.is_empty() {
+                // A partial pack's proof item (an array of 3; a record is a tag) is skipped.
+                self.item = data.first() == Some(&0x83);
+                if self.item {
+                    if let Ok(Ok(n)) = item_len(data) {
+                        if n <= data.len() {
+                            data = data.get(n..).unwrap_or(&[]);
+                            continue;
+                        }
+                    }
+                }
+            }
+            if self.item {
+                let want = match item_len(&self.record) {
+                    Ok(Ok(n)) | Ok(Err(n)) => n,
+                    Err(()) => {
+                        self.state = Frame::Stop;
+                        return;
+                    }
+                };
+                if want <= self.record.len() {
+                    // Never past an item's end; lost track otherwise.
+                    self.state = Frame::Stop;
+                    return;
+                }
+                let n = want.saturating_sub(self.record.len()).min(data.len());
+                let (head, rest) = data.split_at(n);
+                self.record.extend_from_slice(head);
+                data = rest;
+                if item_len(&self.record) == Ok(Ok(self.record.len())) {
+                    self.record.clear();
+                }
+                continue;
+            }
+            if self.record.is_empty() {
                 // Whole records straight from the chunk.
                 if let Ok(Some(n)) = record_len(data) {
                     if n <= data.len() && n <= verify_core::MAX_RECORD_SIZE {
@@ -181,6 +218,48 @@ impl Preframer {
             }
         }
     }
+}
+
+/// The length of the partial pack's proof item at the start of `buf`, from its heads
+/// (spec/evidencepack.md §9.3; leniently: the reader checks it): `Ok(Ok(n))`, or
+/// `Ok(Err(m))` when at least `m` bytes are needed to tell (never past the item's end).
+fn item_len(buf: &[u8]) -> Result<Result<usize, usize>, ()> {
+    let mut pos = 0usize;
+    // The head at `pos`, or how many bytes are needed to read it.
+    let head = |pos: &mut usize| -> Result<Result<(u8, u64), usize>, ()> {
+        let Some(rest) = buf.get(*pos..) else {
+            return Ok(Err(pos.saturating_add(1)));
+        };
+        let mut r = verify_core::cbor::Reader::new(rest);
+        match r.head() {
+            Ok(h) => {
+                *pos = pos.saturating_add(r.position());
+                Ok(Ok(h))
+            }
+            Err(verify_core::CborError::Truncated) => Ok(Err(buf.len().max(*pos).saturating_add(1))),
+            Err(_) => Err(()),
+        }
+    };
+    match head(&mut pos)? {
+        Ok((4, 3)) => {}
+        Ok(_) => return Err(()),
+        Err(need) => return Ok(Err(need)),
+    }
+    match head(&mut pos)? {
+        Ok((0, _)) => {}
+        Ok(_) => return Err(()),
+        Err(need) => return Ok(Err(need)),
+    }
+    for _ in 0..2 {
+        match head(&mut pos)? {
+            Ok((4, n)) if n <= crate::reader::MAX_PROOF_HASHES => {
+                pos = pos.saturating_add(usize::try_from(n).unwrap_or(0).saturating_mul(34));
+            }
+            Ok(_) => return Err(()),
+            Err(need) => return Ok(Err(need)),
+        }
+    }
+    Ok(Ok(pos))
 }
 
 /// Jobs waiting for a thread, and whether more will come.

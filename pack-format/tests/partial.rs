@@ -289,3 +289,39 @@ fn tampered_proofs_positions_and_selections_have_their_errors() {
         "PACK_CHECKPOINT_INVALID"
     );
 }
+
+#[test]
+fn large_partial_packs_verify_the_same_on_one_and_two_threads() {
+    // More than PARALLEL_MIN_RECORDS carried records: signatures are checked by workers,
+    // whose pre-framer skips the proof items.
+    let run = sample_run(60, 10, 500);
+    let times: Vec<u64> = run.records.iter().map(|r| Record::decode(r).unwrap().time).collect();
+    let sel = Selection {
+        since: Some(times[100]),
+        until: Some(times[times.len() - 2]),
+        ..Selection::default()
+    };
+    let p = partial(&run, &sel);
+    assert!(p.plan.carried.len() > 1024);
+    let opts = |threads| VerifyOptions {
+        threads,
+        ..VerifyOptions::default()
+    };
+    let one = verify_reader(&p.bytes[..], &run.anchors, &opts(1), &mut NoObserver)
+        .unwrap()
+        .1;
+    let two = verify_reader(&p.bytes[..], &run.anchors, &opts(2), &mut NoObserver)
+        .unwrap()
+        .1;
+    assert_eq!(one, two);
+    let (_, u) = units(&p.bytes);
+    let (at, r, _) = u[700];
+    let mut bad = p.bytes.clone();
+    bad[at + r - 1] ^= 1; // the record's signature
+    let code = |t| match verify_reader(&bad[..], &run.anchors, &opts(t), &mut NoObserver) {
+        Err(StreamError::Pack(e)) => (e.code_name(), e.record.map(|r| r.index)),
+        _ => panic!("accepted"),
+    };
+    assert_eq!(code(1), code(2));
+    assert_eq!(code(2), ("PACK_PROOF_MISMATCH", None));
+}
