@@ -11,6 +11,7 @@
 //! ```sh
 //! cargo bench -p helm-proxy --bench http_roundtrip
 //! cargo bench -p helm-proxy --bench http_roundtrip -- --quick   # fewer requests
+//! HELM_BENCH_MODE=buffered cargo bench -p helm-proxy --bench http_roundtrip   # one store mode
 //! ```
 
 #![allow(
@@ -348,6 +349,10 @@ fn main() {
         ("durable", vec![(1usize, 2000usize), (16, 8000)]),
         ("buffered", vec![(1, 10000), (16, 16000)]),
     ] {
+        // HELM_BENCH_MODE=durable|buffered runs one store mode only (e.g. under perf).
+        if std::env::var("HELM_BENCH_MODE").is_ok_and(|m| m != mode) {
+            continue;
+        }
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path(), mode);
         let server = start(dir.path(), pin);
