@@ -1150,6 +1150,9 @@ impl Kernel {
                 },
                 None => self.guardian.decide(&req, &ev),
             };
+            // Release the evidence's references before the state changes: `add_call`
+            // would otherwise copy the whole history (Arc::make_mut on a shared Arc).
+            drop(ev);
             let mut frame = args_hash.to_vec();
             frame.extend_from_slice(&args_blob);
             staged.blobs.push(frame);
