@@ -5,6 +5,8 @@
 //! `cargo bench -p pack-format --bench verify_pack` (sizes: HELM_BENCH_SIZES, default
 //! "10000,1000000"; repetitions: HELM_BENCH_RUNS, default 3; medians are printed).
 //! Each verification runs in a child process so that its peak memory (VmHWM) is its own.
+//! Files are verified with `verify_seekable` (two passes from 65,536 records on);
+//! `HELM_BENCH_TWO_PASS=never` makes every child verify in one pass instead.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -56,8 +58,14 @@ impl pack_format::Observer for Signatures {
 /// Child mode: verify one file, print "records signatures seconds peak_kib".
 fn child(path: &Path, workers: usize, anchor: [u8; 32]) {
     let file = std::fs::File::open(path).unwrap();
+    // HELM_BENCH_TWO_PASS=never: one pass, as verify_reader (to compare memory).
+    let two_pass = match std::env::var("HELM_BENCH_TWO_PASS").as_deref() {
+        Ok("never") => pack_format::TwoPass::Never,
+        _ => pack_format::TwoPass::Auto,
+    };
     let opts = VerifyOptions {
         threads: workers,
+        two_pass,
         ..VerifyOptions::default()
     };
     let mut sigs = Signatures::default();

@@ -203,7 +203,7 @@ pub(crate) struct Pass {
 
 /// Reads the transport wrapper and the manifest at the start of `input`: the bytes read
 /// and the manifest, if it decodes.
-fn read_prefix(input: &mut dyn Read) -> Result<(Vec<u8>, Option<Manifest>), StreamError> {
+pub(crate) fn read_prefix(input: &mut dyn Read) -> Result<(Vec<u8>, Option<Manifest>), StreamError> {
     let mut prefix = vec![0u8; BLOCK.saturating_add(MAX_MANIFEST_SIZE)];
     let got = read_full(input, &mut prefix).map_err(|e| io_error(e, 0))?;
     prefix.truncate(got);

@@ -34,7 +34,7 @@ use verify_core::{call_digest, Body, ErrorCode, Hash, MerkleAccumulator, Record,
 
 use crate::error::{PackCode, PackError};
 use crate::reader::{blob_reference, parse_blob_name, record_len, FirstPass, Observer, PackSummary, WITHHELD_ITEM};
-use crate::stream::{run_pass, StreamError, VerifyOptions};
+use crate::stream::{read_prefix, run_pass, StreamError, VerifyOptions};
 use crate::tar::{self, BLOCK};
 use crate::transport::{self, Wrapper};
 
@@ -83,26 +83,35 @@ pub fn verify_seekable<R: Read + Seek, O: Observer>(
         source.seek(SeekFrom::Start(start)).map_err(StreamError::Io)?;
         crate::verify_reader(source, anchors, opts, obs)
     };
-    if opts.two_pass == TwoPass::Never {
+    let worth_it = match opts.two_pass {
+        TwoPass::Never => false,
+        TwoPass::Always => true,
+        TwoPass::Auto => {
+            // The manifest (its unauthenticated counts) says whether the pack is large.
+            let manifest = match transport::open(&mut source, opts.limits) {
+                Ok((_, mut input)) => read_prefix(&mut input).ok().and_then(|(_, m)| m),
+                Err(_) => None,
+            };
+            source.seek(SeekFrom::Start(start)).map_err(StreamError::Io)?;
+            manifest.is_some_and(|m| m.partial.is_none() && m.records >= TWO_PASS_MIN_RECORDS)
+        }
+    };
+    if !worth_it {
         return once(source, obs);
     }
     let first = run_pass(&mut source, anchors, opts, &mut ProgressOnly(obs), true)?;
-    let big = first
-        .manifest
-        .as_ref()
-        .is_some_and(|m| m.partial.is_none() && m.records >= TWO_PASS_MIN_RECORDS);
     let Some(state) = first.first else {
         return once(source, obs);
     };
     let transport = matches!(&first.result, Err(e) if e.code == PackCode::TransportInvalid);
     let before_records = first.result.is_err() && state.records == 0;
     let full = first.manifest.as_ref().is_some_and(|m| m.partial.is_none());
-    if !full || state.fell_short || transport || before_records || (opts.two_pass == TwoPass::Auto && !big) {
-        // What one pass reports exactly, read once more: partial packs, small packs (a
-        // first pass was cheap), a manifest that under-counts what the first pass keeps,
-        // corrupt transport wrappers (where a decompressor stops may depend on reads), and
-        // packs that fail before their first record (so that the observer hears of the
-        // same blobs; no records' tables are needed then).
+    if !full || state.fell_short || transport || before_records {
+        // What one pass reports exactly, read once more: partial packs, a manifest that
+        // under-counts what the first pass keeps, corrupt transport wrappers (where a
+        // decompressor stops may depend on how it is read), and packs that fail before
+        // their first record (so that the observer hears of the same blobs; no records'
+        // tables are needed then). All but partial packs are invalid packs.
         return once(source, obs);
     }
     source.seek(SeekFrom::Start(start)).map_err(StreamError::Io)?;
@@ -160,6 +169,9 @@ struct Second<'a, O> {
     /// Where the current segment's data starts, and its entry.
     offset: u64,
     entry: u32,
+    /// The first failure found. It is reported only once the records read are proven
+    /// to be the first pass's (the root over them), so the rest are still hashed.
+    failure: Option<PackError>,
 }
 
 impl<O: Observer> Second<'_, O> {
@@ -191,12 +203,27 @@ impl<O: Observer> Second<'_, O> {
 
     /// What a single pass does right after accepting record `index`: E4, then the
     /// reference check (§4.3); then the observer hears of the record.
-    fn record(&mut self, bytes: &[u8]) -> Result<Option<PackError>, StreamError> {
+    fn record(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
         let index = self.records;
-        let hash: Hash = Sha256::digest(bytes).into();
-        self.merkle.push(&hash);
         self.records = self.records.saturating_add(1);
+        if self.failure.is_some() {
+            let hash: Hash = Sha256::digest(bytes).into();
+            self.merkle.push(&hash);
+            return Ok(());
+        }
         let rec = Record::decode(bytes).map_err(|_| changed("a record"))?;
+        let hash = rec.hash;
+        self.merkle.push(&hash);
+        self.failure = self.check(index, &rec);
+        if self.failure.is_none() {
+            self.obs.record(index, &rec);
+        }
+        Ok(())
+    }
+
+    /// E4, then the reference (§4.3), for an accepted record.
+    fn check(&mut self, index: u64, rec: &Record<'_>) -> Option<PackError> {
+        let hash = rec.hash;
         match rec.body {
             Body::Intent { tool, call_kind, args } => self.digests.push(call_digest(tool, call_kind, &args)),
             Body::Effect {
@@ -206,12 +233,12 @@ impl<O: Observer> Second<'_, O> {
                 self.effects = self.effects.saturating_add(1);
                 let intent = link.and_then(|i| self.digests.get(i as usize));
                 if intent != Some(&call_digest(tool, call_kind, &args)) {
-                    return Ok(Some(self.record_error(
+                    return Some(self.record_error(
                         ErrorCode::EffectMismatch,
                         index,
                         hash,
                         "tool, call kind or argument commitment differ from the permitted INTENT",
-                    )));
+                    ));
                 }
             }
             _ => {}
@@ -234,16 +261,15 @@ impl<O: Observer> Second<'_, O> {
                     .at_entry(self.entry, "records");
                     e.subject = Some(name);
                     e.index = Some(index);
-                    return Ok(Some(e));
+                    return Some(e);
                 }
             }
         }
-        self.obs.record(index, &rec);
-        Ok(None)
+        None
     }
 
     /// The records of one segment of `size` bytes, up to the first pass's count.
-    fn segment(&mut self, input: &mut dyn Read, size: u64) -> Result<Option<PackError>, StreamError> {
+    fn segment(&mut self, input: &mut dyn Read, size: u64) -> Result<(), StreamError> {
         self.check_names()?;
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 256 << 10];
@@ -259,9 +285,7 @@ impl<O: Observer> Second<'_, O> {
                 let rest = pending.get(pos..).unwrap_or(&[]);
                 match record_len(rest) {
                     Ok(Some(n)) if n <= rest.len() => {
-                        if let Some(e) = self.record(rest.get(..n).unwrap_or(&[]))? {
-                            return Ok(Some(e));
-                        }
+                        self.record(rest.get(..n).unwrap_or(&[]))?;
                         pos = pos.saturating_add(n);
                     }
                     Ok(Some(n)) if n > MAX_RECORD_SIZE => return Err(changed("a record")),
@@ -274,7 +298,7 @@ impl<O: Observer> Second<'_, O> {
         if remaining > 0 {
             skip(input, remaining)?;
         }
-        Ok(None)
+        Ok(())
     }
 }
 
@@ -303,6 +327,7 @@ fn second_pass<O: Observer>(
         names_checked: false,
         offset: 0,
         entry: 0,
+        failure: None,
     };
     let mut header = [0u8; BLOCK];
     let mut offset = 0u64;
@@ -336,9 +361,7 @@ fn second_pass<O: Observer>(
         } else if name.starts_with("records/") {
             s.offset = offset;
             s.entry = entry;
-            if let Some(e) = s.segment(&mut input, size)? {
-                return Ok(Some(e));
-            }
+            s.segment(&mut input, size)?;
         } else {
             skip(&mut input, size)?;
         }
@@ -350,6 +373,9 @@ fn second_pass<O: Observer>(
         return Err(changed("the records"));
     }
     s.check_names()?;
+    if let Some(e) = s.failure {
+        return Ok(Some(e));
+    }
     if unreferenced_too {
         let withheld = s.withheld.iter();
         let names = withheld.chain(s.present.iter());
