@@ -147,6 +147,11 @@ impl KeyFile {
         Ok(KeyFile::from_seed(name, role, seed))
     }
 
+    /// The seed, for signers built from this key (never printed).
+    pub(crate) fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
     /// The signer.
     pub fn signer(&self) -> Signer {
         Signer::from_seed(&self.seed)
