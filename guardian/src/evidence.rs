@@ -74,6 +74,21 @@ impl Histories {
         insert_sorted(&mut h.calls, time);
     }
 
+    /// Removes one permitted call to `tool` at `time` (added by [`Histories::add_call`]
+    /// for a decision that was then not written). Returns whether there was one.
+    pub fn remove_call(&mut self, tool: &str, time: u64) -> bool {
+        let Some(h) = self.0.get_mut(tool) else { return false };
+        let at = h.calls.partition_point(|x| *x < time);
+        if h.calls.get(at) != Some(&time) {
+            return false;
+        }
+        h.calls.remove(at);
+        if h.calls.is_empty() && h.costs.is_empty() {
+            self.0.remove(tool);
+        }
+        true
+    }
+
     /// Adds `cost` units metered by a call to `tool` at `time`.
     pub fn add_cost(&mut self, tool: &str, time: u64, cost: u64) {
         let h = self.0.entry(tool.to_owned()).or_default();

@@ -1,13 +1,16 @@
 //! The kernel: decisions, effects, approvals and checkpoints as signed, durable records.
 //!
-//! One lock orders every append: under it the kernel reads its clocks, asks Guardian,
-//! builds and signs the records and hands them to the store. Waiting for the fsync
-//! happens outside the lock, so concurrent callers share one group commit.
+//! One lock orders every append. A decision reserves its place under it (clocks,
+//! sequence numbers, Guardian's verdict), is signed outside it, and is committed under
+//! it in reservation order ([`pipeline`]), so that concurrent decisions sign on every
+//! core. Other records are built, signed and appended under the lock once no decision is
+//! in flight. Waiting for the fsync happens outside the lock, so concurrent callers
+//! share one group commit.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use guardian::{Bundle, Evidence, Guardian, Histories, Limits, Request};
 use serde::Serialize;
@@ -22,6 +25,7 @@ use crate::signer::{sign_record, RecordSigner};
 use crate::store::{Store, StoreError, StoreOptions, Ticket};
 use crate::trust::{check_chain, Registry};
 
+mod pipeline;
 mod wasm;
 pub use wasm::{ToolRun, WasmTool};
 
@@ -384,7 +388,10 @@ type SessionEvidence = (Arc<Histories>, Arc<BTreeSet<String>>);
 
 #[derive(Debug, Default)]
 struct State {
+    /// The Lamport clock of the last record reserved (see [`pipeline`]).
     lamport: u64,
+    /// The Lamport clock of the last record written.
+    committed_lamport: u64,
     time: u64,
     count: u64,
     merkle: MerkleAccumulator,
@@ -410,6 +417,8 @@ struct State {
     /// Blob names already stored (bundles are stored once).
     blobs: BTreeSet<Hash>,
     metrics: Metrics,
+    /// Decisions in flight (reserved, being signed, waiting to be committed).
+    pipe: pipeline::Pipe,
 }
 
 /// Records staged under the lock: signed, counted, not yet appended.
@@ -429,6 +438,9 @@ struct Staged {
 #[derive(Debug)]
 pub struct Kernel {
     state: Mutex<State>,
+    /// Signalled when the pipeline drains, and when an operation that waited for that
+    /// has its turn (see [`pipeline`]).
+    drained: Condvar,
     records: Store,
     blobs: Store,
     signer: Arc<dyn RecordSigner>,
@@ -532,6 +544,16 @@ impl State {
         Arc::make_mut(s).add_cost(tool, time, cost);
     }
 
+    /// Takes back a call counted by `add_call` (of a decision that was not written).
+    fn remove_call(&mut self, principal: &str, session: &str, tool: &str, time: u64) {
+        if let Some(p) = self.principals.get_mut(principal) {
+            Arc::make_mut(p).remove_call(tool, time);
+        }
+        if let Some((s, _)) = self.sessions.get_mut(&(principal.to_owned(), session.to_owned())) {
+            Arc::make_mut(s).remove_call(tool, time);
+        }
+    }
+
     /// Forgets a final INTENT (denied, or its effect recorded) and its call ids.
     fn remove_intent(&mut self, h: &Hash) -> Option<IntentInfo> {
         let i = self.intents.remove(h)?;
@@ -543,9 +565,16 @@ impl State {
 
     /// Applies a record of the store (at open) or one just appended.
     fn apply(&mut self, r: &Record<'_>, own_key: &[u8; 32]) {
+        self.apply_counted(r, own_key, false);
+    }
+
+    /// As `apply`; `counted`: an ALLOW was already counted in the evidence when the
+    /// decision was reserved (see [`pipeline`]).
+    fn apply_counted(&mut self, r: &Record<'_>, own_key: &[u8; 32], counted: bool) {
         self.count = self.count.saturating_add(1);
         self.merkle.push(&r.hash);
         self.lamport = self.lamport.max(r.lamport);
+        self.committed_lamport = self.committed_lamport.max(r.lamport);
         self.since_checkpoint = self.since_checkpoint.saturating_add(1);
         if r.kid == *own_key {
             self.time = self.time.max(r.time);
@@ -587,7 +616,7 @@ impl State {
                 reason,
                 policy,
                 escalation,
-            } => self.apply_decision(r, verdict, reason, policy, escalation),
+            } => self.apply_decision(r, verdict, reason, policy, escalation, counted),
             Body::Approval { approvals } => {
                 let Some(e) = r.parents.iter().next() else { return };
                 let Some(esc) = self.escalations.get_mut(&e) else {
@@ -636,6 +665,7 @@ impl State {
         reason: &str,
         policy: Hash,
         escalation: Option<Escalation<'_>>,
+        counted: bool,
     ) {
         let Some(intent) = r.parents.iter().find(|p| self.intents.contains_key(p)) else {
             return;
@@ -649,7 +679,9 @@ impl State {
                 info.permit = Some(vec![r.hash]);
                 let (p, s, t) = (info.principal.clone(), info.session.clone(), info.tool.clone());
                 self.permits.insert(r.hash, intent);
-                self.add_call(&p, &s, &t, r.time, false);
+                if !counted {
+                    self.add_call(&p, &s, &t, r.time, false);
+                }
             }
             Verdict::Deny => {
                 // The INTENT is final: nothing more can happen to it. A resolved
@@ -714,6 +746,34 @@ impl Staged {
             .map(|(_, n)| *n)
             .or_else(|| st.seq.get(session).copied())
             .unwrap_or(0);
+        self.push_at(signer, kind, body, parents, principal, session, seq, ext)
+    }
+
+    /// Signs a record without parents with sequence number `seq` (reserved earlier).
+    fn push_seq(
+        &mut self,
+        signer: &dyn RecordSigner,
+        kind: Kind,
+        body: Vec<u8>,
+        principal: &str,
+        session: &str,
+        seq: u64,
+    ) -> Result<Hash, KernelError> {
+        self.push_at(signer, kind, body, Vec::new(), principal, session, seq, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_at(
+        &mut self,
+        signer: &dyn RecordSigner,
+        kind: Kind,
+        body: Vec<u8>,
+        parents: Vec<Hash>,
+        principal: &str,
+        session: &str,
+        seq: u64,
+        ext: Option<Vec<u8>>,
+    ) -> Result<Hash, KernelError> {
         self.lamport = self.lamport.saturating_add(1);
         let builder = RecordBuilder {
             kind,
@@ -814,6 +874,7 @@ impl Kernel {
         let (wasm, wasm_tools) = wasm::WasmTools::new(config.wasm_tools)?;
         let kernel = Kernel {
             state: Mutex::new(st),
+            drained: Condvar::new(),
             records,
             blobs,
             signer,
@@ -940,6 +1001,16 @@ impl Kernel {
     /// Appends the staged blobs and records and applies the records to the state.
     /// Returns the tickets to wait for (records, blobs).
     fn commit(&self, st: &mut State, staged: Staged) -> Result<(Option<Ticket>, Option<Ticket>), KernelError> {
+        self.commit_counted(st, staged, false)
+    }
+
+    /// As `commit`; `counted`: the staged DECISION's ALLOW is already in the evidence.
+    fn commit_counted(
+        &self,
+        st: &mut State,
+        staged: Staged,
+        counted: bool,
+    ) -> Result<(Option<Ticket>, Option<Ticket>), KernelError> {
         let blob_ticket = if staged.blobs.is_empty() {
             None
         } else {
@@ -958,7 +1029,7 @@ impl Kernel {
         }
         for bytes in &staged.records {
             if let Ok(r) = Record::decode(bytes) {
-                st.apply(&r, &self.key);
+                st.apply_counted(&r, &self.key, counted);
             }
         }
         st.metrics.records = st.count;
@@ -1094,23 +1165,29 @@ impl Kernel {
         };
         let key = intent_key(&p.tool, call_kind, &args, &p.principal, &p.session);
         let (args_hash, args_blob) = salted(&args).map_err(KernelError::Sign)?;
-        let (answer, tickets) = {
-            let mut st = self.lock();
-            let mut staged = st.stage();
-            staged.time(self.clock.now_ms());
-            self.stage_timeouts(&st, &mut staged)?;
-            if !staged.records.is_empty() {
-                // Resolve timeouts first so that a retry below sees them.
-                let t = self.commit(&mut st, staged)?;
+        let job = {
+            let mut st = self.lock_reserve();
+            let now = st.time.max(self.clock.now_ms());
+            if st
+                .escalations
+                .values()
+                .any(|e| e.state == EscState::Pending && e.expires < now)
+            {
+                // Resolve timeouts first (alone), so that a retry below sees them.
                 drop(st);
-                self.wait(t)?;
-                st = self.lock();
-                staged = st.stage();
-                staged.time(self.clock.now_ms());
+                self.resolve_timeouts()?;
+                st = self.lock_reserve();
             }
+            if let Some(f) = Self::pipeline_failure(&st) {
+                return Err(KernelError::Sign(format!(
+                    "refused while the kernel recovers from a failure ({f}); retry"
+                )));
+            }
+            st.time = st.time.max(self.clock.now_ms());
+            let time = st.time;
             let retried = match malformed {
                 Some(_) => None,
-                None => self.retry_answer(&mut st, &key, staged.time),
+                None => self.retry_answer(&mut st, &key, time),
             };
             if let Some(answer) = retried {
                 // A retry under a new call id: that id names the same INTENT (held in
@@ -1127,19 +1204,7 @@ impl Kernel {
                 }
                 return Ok(answer);
             }
-            let req = Request {
-                tool: p.tool.clone(),
-                args: match &p.args {
-                    Args::Json(v) => v.clone(),
-                    Args::Text(t) => serde_json::Value::String(t.clone()),
-                },
-                principal: p.principal.clone(),
-                session: p.session.clone(),
-                context: serde_json::Value::Object(serde_json::Map::new()),
-                time: staged.time,
-            };
-            let ev = st.evidence(&p.principal, &p.session);
-            let d = match malformed {
+            let decision = match malformed {
                 Some(reason) => guardian::Decision {
                     verdict: Verdict::Deny,
                     reason: reason.to_owned(),
@@ -1148,70 +1213,58 @@ impl Kernel {
                     rule: None,
                     error: None,
                 },
-                None => self.guardian.decide(&req, &ev),
+                None => {
+                    let req = Request {
+                        tool: p.tool.clone(),
+                        args: match &p.args {
+                            Args::Json(v) => v.clone(),
+                            Args::Text(t) => serde_json::Value::String(t.clone()),
+                        },
+                        principal: p.principal.clone(),
+                        session: p.session.clone(),
+                        context: serde_json::Value::Object(serde_json::Map::new()),
+                        time,
+                    };
+                    // The evidence's references are released before the state changes:
+                    // `add_call` would otherwise copy the whole history (Arc::make_mut
+                    // on a shared Arc).
+                    let ev = st.evidence(&p.principal, &p.session);
+                    self.guardian.decide(&req, &ev)
+                }
             };
-            // Release the evidence's references before the state changes: `add_call`
-            // would otherwise copy the whole history (Arc::make_mut on a shared Arc).
-            drop(ev);
-            let mut frame = args_hash.to_vec();
-            frame.extend_from_slice(&args_blob);
-            staged.blobs.push(frame);
-            let parents = staged.head(&st, &p.session).into_iter().collect();
-            let intent = staged.push(
-                &st,
-                self.signer.as_ref(),
-                Kind::Intent,
-                body::intent(&p.tool, call_kind, &args_hash),
-                parents,
-                &p.principal,
-                &p.session,
-                p.call_id.as_deref().map(call_id_ext),
-            )?;
-            let esc = d.escalation.as_ref().map(|e| Escalation {
-                role: &e.role,
-                quorum: e.quorum,
-                not_before: e.not_before,
-                expires: e.expires,
-            });
-            let mut parents = vec![intent];
-            if let Some(pol) = st.policies.get(&d.policy) {
-                parents.push(*pol);
-            }
-            let decision = staged.push(
-                &st,
-                self.signer.as_ref(),
-                Kind::Decision,
-                body::decision(d.verdict, &d.reason, &d.policy, esc.as_ref()),
-                parents,
-                &p.principal,
-                &p.session,
-                None,
-            )?;
-            self.maybe_checkpoint(&st, &mut staged)?;
-            let tickets = self.commit(&mut st, staged)?;
-            if let Some(e) = st.escalations.get_mut(&decision) {
-                e.key = key;
-                st.by_key.insert(key, decision);
-            }
-            let answer = Answer {
-                status: match d.verdict {
-                    Verdict::Allow => Status::Allow,
-                    Verdict::Deny => Status::Deny,
-                    Verdict::Escalate => Status::Pending,
+            let mut blob = args_hash.to_vec();
+            blob.extend_from_slice(&args_blob);
+            self.reserve(
+                &mut st,
+                pipeline::Reservation {
+                    tool: p.tool.clone(),
+                    call_kind,
+                    args_hash,
+                    principal: p.principal.clone(),
+                    session: p.session.clone(),
+                    call_id: p.call_id.clone(),
+                    decision,
+                    key,
+                    blob,
+                    time,
                 },
-                reason: d.reason.clone(),
-                rule: d.rule.clone(),
-                intent: Some(hexs(&intent)),
-                decision: Some(hexs(&decision)),
-                policy: Some(hexs(&d.policy)),
-                approval: self.pending_view(&st, &decision),
-                durable: self.durable,
-                error: None,
-            };
-            (answer, tickets)
+            )
         };
+        let (answer, tickets) = self.sign_and_commit(job)?;
         self.wait(tickets)?;
         Ok(answer)
+    }
+
+    /// Denies the escalations whose window closed, with no decision in flight.
+    fn resolve_timeouts(&self) -> Result<(), KernelError> {
+        let tickets = {
+            let mut st = self.lock_drained();
+            let mut staged = st.stage();
+            staged.time(self.clock.now_ms());
+            self.stage_timeouts(&st, &mut staged)?;
+            self.commit(&mut st, staged)?
+        };
+        self.wait(tickets)
     }
 
     /// The answer for a retried escalated call, if there is one.
@@ -1254,7 +1307,7 @@ impl Kernel {
         let kerr = |x: KernelError| refuse("KERNEL_ERROR", x.to_string());
         let (out_hash, out_blob) = salted(&e.output).map_err(|m| refuse("KERNEL_ERROR", m))?;
         let (result, tickets) = {
-            let mut st = self.lock();
+            let mut st = self.lock_drained();
             let mut staged = st.stage();
             staged.time(self.clock.now_ms());
             let info = st.intents.get(&e.intent).cloned();
@@ -1370,7 +1423,7 @@ impl Kernel {
     ) -> Result<PendingApproval, Refusal> {
         let kerr = |x: KernelError| refuse("KERNEL_ERROR", x.to_string());
         let tickets = {
-            let mut st = self.lock();
+            let mut st = self.lock_drained();
             let mut staged = st.stage();
             let now = staged.time(self.clock.now_ms());
             let Some(esc) = st.escalations.get(id).cloned() else {
@@ -1447,7 +1500,7 @@ impl Kernel {
     /// writes a CHECKPOINT when one is due by time.
     pub fn tick(&self) -> Result<(), KernelError> {
         let tickets = {
-            let mut st = self.lock();
+            let mut st = self.lock_drained();
             let mut staged = st.stage();
             let now = staged.time(self.clock.now_ms());
             self.stage_timeouts(&st, &mut staged)?;
@@ -1481,7 +1534,7 @@ impl Kernel {
     /// newest CHECKPOINT's position and hash.
     pub fn checkpoint(&self) -> Result<Option<(u64, String)>, KernelError> {
         let (tickets, out) = {
-            let mut st = self.lock();
+            let mut st = self.lock_drained();
             let mut staged = st.stage();
             staged.time(self.clock.now_ms());
             if st.since_checkpoint == 0 {
@@ -1596,7 +1649,7 @@ impl Kernel {
             return Err(refuse("INVALID_STATEMENT", "principal or session out of bounds"));
         }
         let (hash, tickets) = {
-            let mut st = self.lock();
+            let mut st = self.lock_drained();
             let mut staged = st.stage();
             staged.time(self.clock.now_ms());
             for b in blobs {

@@ -177,7 +177,19 @@ fn second_open_in_the_same_process_is_refused() {
     store.wait_durable(store.append(&[b"x"]).unwrap()).unwrap();
     assert_eq!(read_dir_records(tmp.path()), vec![b"x".to_vec()]);
     drop(store);
-    let (store, rec) = Store::open(tmp.path(), StoreOptions::default()).unwrap();
+    // Another test of this binary may be spawning a child at this moment: between its
+    // fork and exec the child holds a copy of every descriptor (close-on-exec closes them
+    // only at exec), our LOCK file's among them, and flock(2) locks belong to the open
+    // file, so for that instant the lock outlives our drop. Retry briefly.
+    let mut reopened = Store::open(tmp.path(), StoreOptions::default());
+    for _ in 0..100 {
+        if !matches!(reopened, Err(StoreError::Locked { .. })) {
+            break;
+        }
+        std::thread::sleep(core::time::Duration::from_millis(10));
+        reopened = Store::open(tmp.path(), StoreOptions::default());
+    }
+    let (store, rec) = reopened.unwrap();
     assert_eq!(rec.records, 1);
     drop(store);
 }
