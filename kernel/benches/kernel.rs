@@ -160,13 +160,18 @@ fn baseline(n: u64) -> (f64, f64) {
 
 fn main() {
     if std::env::args().any(|a| a == "--profile") {
-        // For `valgrind --tool=callgrind`: buffered ALLOW decisions only.
+        // For `valgrind --tool=callgrind` or `perf record`: buffered decisions only,
+        // 500 ALLOWs and 500 DENYs (HELM_BENCH_N each).
+        let n = std::env::var("HELM_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
         latency(
             "buffered",
             Durability::Buffered {
                 sync_interval: Duration::from_millis(50),
             },
-            500,
+            n,
         );
         return;
     }

@@ -432,6 +432,9 @@ struct Staged {
     seq: Vec<(String, u64)>,
     heads: Vec<(String, Hash)>,
     blobs: Vec<Vec<u8>>,
+    /// Salted blobs (arguments, outputs): unique by their salt, so their names are not
+    /// remembered for deduplication (memory would grow with every decision).
+    salted: Vec<Vec<u8>>,
 }
 
 /// The execution kernel.
@@ -509,6 +512,7 @@ impl State {
             seq: Vec::new(),
             heads: Vec::new(),
             blobs: Vec::new(),
+            salted: Vec::new(),
         }
     }
 
@@ -1011,10 +1015,10 @@ impl Kernel {
         staged: Staged,
         counted: bool,
     ) -> Result<(Option<Ticket>, Option<Ticket>), KernelError> {
-        let blob_ticket = if staged.blobs.is_empty() {
+        let blob_ticket = if staged.blobs.is_empty() && staged.salted.is_empty() {
             None
         } else {
-            let frames: Vec<&[u8]> = staged.blobs.iter().map(Vec::as_slice).collect();
+            let frames: Vec<&[u8]> = staged.salted.iter().chain(&staged.blobs).map(Vec::as_slice).collect();
             Some(self.blobs.append(&frames)?)
         };
         if staged.records.is_empty() {
@@ -1352,7 +1356,7 @@ impl Kernel {
             let permit = info.permit.clone().unwrap_or_default();
             let mut frame = out_hash.to_vec();
             frame.extend_from_slice(&out_blob);
-            staged.blobs.push(frame);
+            staged.salted.push(frame);
             for b in &e.blobs {
                 let name = sha256(b);
                 if !st.blobs.contains(&name) {

@@ -393,7 +393,7 @@ impl Kernel {
                 let mut staged = st.stage();
                 staged.records = vec![ib, db];
                 staged.hashes = vec![ih, dh];
-                staged.blobs.push(job.blob.clone());
+                staged.salted.push(job.blob.clone());
                 self.commit_counted(st, staged, true)
                     .map(|t| (ih, dh, t))
                     .map_err(|e| e.to_string())
