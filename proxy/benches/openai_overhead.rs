@@ -15,6 +15,13 @@
 //! cargo bench -p helm-proxy --bench openai_overhead -- --only b --buffered
 //! ```
 //!
+//! Instruction counts (steadier still): `-- --profile N [--only a|b|c] [--buffered]` runs
+//! `helm-proxy` under `valgrind --tool=callgrind`, sends 50 warm-up requests, zeroes the
+//! counters, sends N requests per selected scenario on one connection and dumps
+//! `callgrind.out.*` in `$TMPDIR/helm-openai-profile/` (`callgrind_annotate` reads them); it prints
+//! the instructions per request of every thread together. `HELM_BENCH_PROFILE_WRAP`
+//! replaces the callgrind command (e.g. `"strace -f -c -o /tmp/strace.txt"`).
+//!
 //! "prx CPU" is the CPU time of every `helm-proxy` thread per request (from
 //! `/proc/PID/task/*/schedstat`): steadier than wall-clock percentiles on a busy machine
 //! (hardware instruction counters are not available on these virtual machines).
@@ -368,6 +375,99 @@ fn pin_self(cpus: &str) {
     }
 }
 
+/// `--profile N`: the proxy under callgrind, instructions per request.
+fn profile(upstream: &str, scenarios: &[Scenario], stores: &[&str], n: usize) {
+    for &durability in stores {
+        for &s in scenarios {
+            let setup = proxy_setup(upstream, durability);
+            let tag = format!("{durability}-{}", &s.name()[1..2]);
+            let dir = std::env::temp_dir().join("helm-openai-profile");
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join(format!("callgrind.out.{tag}"));
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("callgrind.out.{tag}"))
+                {
+                    std::fs::remove_file(e.path()).unwrap();
+                }
+            }
+            let wrapper = setup.path().join("callgrind.sh");
+            // HELM_BENCH_PROFILE_WRAP="strace -f -c -o FILE" (say) instead of callgrind.
+            let wrap = std::env::var("HELM_BENCH_PROFILE_WRAP").ok();
+            let tool = wrap
+                .clone()
+                .unwrap_or_else(|| format!("valgrind --tool=callgrind --callgrind-out-file={}", out.display()));
+            std::fs::write(
+                &wrapper,
+                format!("#!/bin/sh\nexec {tool} {} \"$@\"\n", env!("CARGO_BIN_EXE_helm-proxy")),
+            )
+            .unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let log = setup.path().join("server.log");
+            let server = start_with(&wrapper, &setup, &log);
+            let addr = server.base.trim_start_matches("http://").to_owned();
+            let pid = server.pid().to_string();
+            round(&addr, AGENT_TOKEN, s, 1, 50, None);
+            let ctl = |arg: &str| {
+                if wrap.is_some() {
+                    return;
+                }
+                let o = Command::new("callgrind_control").args([arg, &pid]).output().unwrap();
+                assert!(o.status.success(), "callgrind_control {arg}: {o:?}");
+            };
+            ctl("-z");
+            round(&addr, AGENT_TOKEN, s, 1, n, None);
+            ctl("-d");
+            if wrap.is_some() {
+                // The wrapper's child is helm-proxy: stop it, then the wrapper ends.
+                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+                for c in children.split_whitespace() {
+                    let _ = Command::new("kill").args(["-TERM", c]).status();
+                }
+                let mut server = server;
+                server.child.wait().unwrap();
+            } else {
+                assert!(server.terminate().success());
+            }
+            // The dump after zeroing: the file with the highest part number.
+            let mut total = 0u64;
+            let prefix = format!("callgrind.out.{tag}");
+            let mut parts: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.starts_with(&prefix) && f.contains(".1"))
+                .collect();
+            parts.sort();
+            for f in &parts {
+                // One file per thread: `prefix.1-NN` (the first dump).
+                let text = std::fs::read_to_string(dir.join(f)).unwrap();
+                if let Some(l) = text
+                    .lines()
+                    .find(|l| l.starts_with("summary:") || l.starts_with("totals:"))
+                {
+                    total += l
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|x| x.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+            println!(
+                "{durability:<9} {:<28} {:>10.0} instructions per request ({} dump file(s): {prefix}.1*)",
+                s.name(),
+                total as f64 / n as f64,
+                parts.len()
+            );
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -393,6 +493,15 @@ fn main() {
         .into_iter()
         .filter(|d| !args.iter().any(|a| a == "--buffered") || *d == "buffered")
         .collect();
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        profile(&upstream, &scenarios, &stores, n);
+        return;
+    }
     let mut direct = Vec::new();
     for &s in &scenarios {
         for (conc, per) in [(1, n1), (32, n32)] {
