@@ -25,6 +25,7 @@ use crate::signer::{sign_record, RecordSigner};
 use crate::store::{Store, StoreError, StoreOptions, Ticket};
 use crate::trust::{check_chain, Registry};
 
+mod blob_sync;
 mod pipeline;
 mod wasm;
 pub use wasm::{ToolRun, WasmTool};
@@ -445,7 +446,9 @@ pub struct Kernel {
     /// has its turn (see [`pipeline`]).
     drained: Condvar,
     records: Store,
-    blobs: Store,
+    blobs: Arc<Store>,
+    /// Durable mode: the blob store's fsync, run beside the record store's.
+    blob_sync: Option<blob_sync::BlobSync>,
     signer: Arc<dyn RecordSigner>,
     key: [u8; 32],
     guardian: Guardian,
@@ -828,6 +831,7 @@ impl Kernel {
         let mut blob_options = config.store.clone();
         blob_options.max_record = crate::store::MAX_FRAME;
         let (blobs, _) = Store::open_with(&config.store_dir.join("blobs"), blob_options, fs)?;
+        let blobs = Arc::new(blobs);
         let durable = matches!(config.store.durability, crate::store::Durability::Durable);
         let mut st = State::default();
         let mut bad = None;
@@ -880,6 +884,13 @@ impl Kernel {
             state: Mutex::new(st),
             drained: Condvar::new(),
             records,
+            blob_sync: if durable {
+                let b = blob_sync::BlobSync::start(blobs.clone())
+                    .map_err(|e| KernelError::Store(StoreError::io("start the blob sync thread for", &config.store_dir, None, e)))?;
+                Some(b)
+            } else {
+                None
+            },
             blobs,
             signer,
             key,
@@ -1041,6 +1052,14 @@ impl Kernel {
     }
 
     fn wait(&self, tickets: (Option<Ticket>, Option<Ticket>)) -> Result<(), KernelError> {
+        if let (Some(r), Some(b), Some(sync)) = (tickets.0, tickets.1, &self.blob_sync) {
+            // Both fsyncs at once: the blobs' on the sync thread, the records' here.
+            sync.request(b);
+            let records = self.records.wait_durable(r);
+            let blobs = sync.wait(b);
+            records?;
+            return blobs.map_err(|e| KernelError::Store(StoreError::Poisoned { reason: e }));
+        }
         if let Some(t) = tickets.1 {
             self.blobs.wait_durable(t)?;
         }
