@@ -22,6 +22,9 @@
 //! the instructions per request of every thread together. `HELM_BENCH_PROFILE_WRAP`
 //! replaces the callgrind command (e.g. `"strace -f -c -o /tmp/strace.txt"`).
 //!
+//! `HELM_BENCH_BIN=path/to/helm-proxy` benchmarks another build (to compare two builds
+//! under the same load).
+//!
 //! "prx CPU" is the CPU time of every `helm-proxy` thread per request (from
 //! `/proc/PID/task/*/schedstat`): steadier than wall-clock percentiles on a busy machine
 //! (hardware instruction counters are not available on these virtual machines).
@@ -309,9 +312,14 @@ fn proxy_setup(upstream: &str, durability: &str) -> Setup {
     s
 }
 
+/// The `helm-proxy` binary: `HELM_BENCH_BIN` (to compare two builds), else this build's.
+fn proxy_bin() -> String {
+    std::env::var("HELM_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_helm-proxy").to_owned())
+}
+
 /// Starts helm-proxy, pinned to `cpus` with taskset when it is there.
 fn start_proxy(setup: &Setup, cpus: Option<&str>) -> Server {
-    let bin = env!("CARGO_BIN_EXE_helm-proxy");
+    let bin = proxy_bin();
     let log = setup.path().join("server.log");
     match cpus {
         Some(c) if taskset_ok() => {
@@ -324,7 +332,7 @@ fn start_proxy(setup: &Setup, cpus: Option<&str>) -> Server {
             }
             start_with(&wrapper, setup, &log)
         }
-        _ => Server::start(&setup.config(), &log),
+        _ => start_with(std::path::Path::new(&bin), setup, &log),
     }
 }
 
@@ -398,11 +406,7 @@ fn profile(upstream: &str, scenarios: &[Scenario], stores: &[&str], n: usize) {
             let tool = wrap
                 .clone()
                 .unwrap_or_else(|| format!("valgrind --tool=callgrind --callgrind-out-file={}", out.display()));
-            std::fs::write(
-                &wrapper,
-                format!("#!/bin/sh\nexec {tool} {} \"$@\"\n", env!("CARGO_BIN_EXE_helm-proxy")),
-            )
-            .unwrap();
+            std::fs::write(&wrapper, format!("#!/bin/sh\nexec {tool} {} \"$@\"\n", proxy_bin())).unwrap();
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt as _;

@@ -114,7 +114,7 @@ pub(crate) fn may_have_calls(body: &[u8]) -> bool {
 }
 
 pub(crate) fn memfind(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
 }
 
 fn append_text(m: &mut Map<String, Value>, text: &str) {

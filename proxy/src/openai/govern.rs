@@ -238,34 +238,36 @@ pub(crate) fn refusal(calls: &[Call], outcomes: &[Outcome]) -> Option<OaiError> 
     ))
 }
 
-fn header_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_-.:".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(256)
-        .collect()
+/// Appends `s` with every character outside `[A-Za-z0-9_.:-]` as `_` (at most 256).
+fn push_header_safe(out: &mut String, s: &str) {
+    for c in s.chars().take(256) {
+        out.push(if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':') {
+            c
+        } else {
+            '_'
+        });
+    }
 }
 
 /// One `x-helm-call` header value (or SSE comment) per governed call.
 pub(crate) fn describe(call: &Call, o: &Outcome) -> String {
-    let mut s = format!(
-        "id={}; status={}; reason={}",
-        header_safe(call.id.as_deref().unwrap_or("")),
-        o.status_name(),
-        header_safe(&o.reason)
-    );
+    let mut s = String::with_capacity(256);
+    s.push_str("id=");
+    push_header_safe(&mut s, call.id.as_deref().unwrap_or(""));
+    s.push_str("; status=");
+    s.push_str(o.status_name());
+    s.push_str("; reason=");
+    push_header_safe(&mut s, &o.reason);
     for (k, v) in [
         ("decision", &o.decision),
         ("intent", &o.intent),
         ("approval", &o.approval),
     ] {
         if let Some(v) = v {
-            s.push_str(&format!("; {k}={}", header_safe(v)));
+            s.push_str("; ");
+            s.push_str(k);
+            s.push('=');
+            push_header_safe(&mut s, v);
         }
     }
     s

@@ -236,6 +236,17 @@ async fn governed(
         principal: auth.principal,
         session: session(&headers, &o.section.default_session)?,
     };
+    // The common case: nothing to change, no result to record; the body is read
+    // without building a JSON tree (the full path below decides everything else).
+    let fast = {
+        let bundles = s.0.kernel.bundles();
+        let may = |tool: &str| policy::may_use(bundles, &ctx.principal, tool);
+        let withheld = |id: &str| !o.withheld_of(id).is_empty();
+        request::untouched(&body, api, &may, &o.section.hosted_tools, &withheld)
+    };
+    if let Some(stream) = fast {
+        return forward(o, ctx, api, &headers, &uri, body, stream).await;
+    }
     let mut map: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Err(OaiError::invalid("invalid_json", "the body must be a JSON object")),
@@ -268,9 +279,23 @@ async fn governed(
     } else {
         body
     };
+    drop(map);
+    forward(o, ctx, api, &headers, &uri, body, stream).await
+}
+
+/// Sends the (governed) request upstream; governs the answer.
+async fn forward(
+    o: Arc<OpenAi>,
+    ctx: Ctx,
+    api: Api,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Bytes,
+    stream: bool,
+) -> Result<Response, OaiError> {
     let resp = o
         .upstream
-        .send(Method::POST, &path_and_query(&uri), &headers, body)
+        .send(Method::POST, &path_and_query(uri), headers, body)
         .await?;
     let (parts, incoming) = resp.into_parts();
     let mut out_headers = HeaderMap::new();

@@ -1,5 +1,8 @@
 //! The request side: which tools are offered, and which tool results come back.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::OaiError;
@@ -211,6 +214,138 @@ pub(crate) fn responses_request(body: &Map<String, Value>) -> Result<Vec<ToolRes
     Ok(out)
 }
 
+/// A top-level key that is present (whatever its value, `null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// A value that must be there as `T` when its key is (`null` is not `None`).
+fn some<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A chat message, as far as the fast path reads it.
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+}
+
+/// A Responses input item, as far as the fast path reads it.
+#[derive(Deserialize)]
+struct ItemView<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// `input` of a Responses request: text, or items.
+enum InputView<'a> {
+    Text,
+    Items(Vec<ItemView<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for InputView<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(core::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = InputView<'a>;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a string or an array")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(InputView::Text)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(it) = seq.next_element()? {
+                    items.push(it);
+                }
+                Ok(InputView::Items(items))
+            }
+        }
+        d.deserialize_any(V(core::marker::PhantomData))
+    }
+}
+
+/// The parts of a request body the fast path reads (both APIs). Duplicate keys among
+/// these are a parse error, hence the slow path.
+#[derive(Deserialize)]
+struct BodyView<'a> {
+    #[serde(default, deserialize_with = "present")]
+    functions: bool,
+    #[serde(default, deserialize_with = "present")]
+    function_call: bool,
+    #[serde(default, deserialize_with = "present")]
+    background: bool,
+    #[serde(borrow, default, deserialize_with = "some")]
+    messages: Option<Vec<MessageView<'a>>>,
+    #[serde(borrow, default, deserialize_with = "some")]
+    input: Option<InputView<'a>>,
+    #[serde(default, deserialize_with = "some")]
+    tools: Option<Vec<Value>>,
+    #[serde(borrow, default, deserialize_with = "some")]
+    previous_response_id: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "some")]
+    stream: Option<bool>,
+}
+
+/// The fast path of the request side: `Some(stream)` when the body is a JSON object
+/// that the proxy passes unchanged and that carries no tool result (no tool removed,
+/// no withheld output to supply, nothing refused), so that it need not be parsed into
+/// a [`Value`] tree. `None` means "do not know": the caller takes the full path
+/// ([`chat_request`], [`responses_request`], [`filter_tools`]), which decides (and
+/// refuses) exactly as before. Only ever answers `Some` when the full path would
+/// forward the same bytes with no result to record.
+pub(crate) fn untouched(
+    body: &[u8],
+    api: Api,
+    may_use: &dyn Fn(&str) -> bool,
+    hosted: &[String],
+    has_withheld: &dyn Fn(&str) -> bool,
+) -> Option<bool> {
+    // A struct also deserializes from an array: only objects take this path.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let v: BodyView<'_> = serde_json::from_slice(body).ok()?;
+    match api {
+        Api::Chat => {
+            if v.functions || v.function_call {
+                return None;
+            }
+            let messages = v.messages?;
+            if messages
+                .iter()
+                .any(|m| matches!(m.role.as_deref(), Some("tool" | "function")))
+            {
+                return None;
+            }
+        }
+        Api::Responses => {
+            if v.background {
+                return None;
+            }
+            if let Some(InputView::Items(items)) = &v.input {
+                if items
+                    .iter()
+                    .any(|it| it.kind.as_deref().unwrap_or("").ends_with("_call_output"))
+                {
+                    return None;
+                }
+            }
+            if v.previous_response_id.as_deref().is_some_and(has_withheld) {
+                return None;
+            }
+        }
+    }
+    if let Some(tools) = &v.tools {
+        if !tools.iter().all(|t| offered(t, may_use, hosted)) {
+            return None;
+        }
+    }
+    Some(v.stream == Some(true))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -319,5 +454,60 @@ mod tests {
         ]}));
         assert_eq!(responses_request(&b).unwrap().len(), 2);
         assert!(responses_request(&obj(json!({"input": "x", "background": true}))).is_err());
+    }
+    #[test]
+    fn fast_path_only_when_nothing_changes() {
+        let hosted = ["web_search".to_owned()];
+        let none = |_: &str| false;
+        let fast = |api, b: &str| untouched(b.as_bytes(), api, &may, &hosted, &none);
+        let tools = r#""tools": [{"type": "function", "function": {"name": "read_file", "parameters": {}}}]"#;
+        let chat = format!(r#"{{"model": "m", "messages": [{{"role": "user", "content": "hi"}}], {tools}}}"#);
+        assert_eq!(fast(Api::Chat, &chat), Some(false));
+        assert_eq!(
+            fast(Api::Chat, &chat.replace(r#""model""#, r#""stream": true, "model""#)),
+            Some(true)
+        );
+        // Everything the full path changes, refuses or records goes there.
+        for (api, body) in [
+            (Api::Chat, chat.replace("read_file", "shell")),
+            (
+                Api::Chat,
+                chat.replace(r#""role": "user""#, r#""role": "tool", "tool_call_id": "c""#),
+            ),
+            (
+                Api::Chat,
+                chat.replace(r#""role": "user""#, r#""role": "\u0074ool", "tool_call_id": "c""#),
+            ),
+            (Api::Chat, chat.replace(r#""role": "user""#, r#""role": "function""#)),
+            (Api::Chat, chat.replace(r#""model": "m""#, r#""functions": null"#)),
+            (Api::Chat, chat.replace(r#""model": "m""#, r#""function_call": "auto""#)),
+            (Api::Chat, chat.replace(r#""model": "m""#, r#""tools": []"#)),
+            (Api::Chat, chat.replace(tools, r#""tools": null"#)),
+            (
+                Api::Chat,
+                chat.replace(r#""model": "m", "messages""#, r#""messages": [], "messages""#),
+            ),
+            (Api::Chat, r#"{"model": "m"}"#.to_owned()),
+            (Api::Chat, "[]".to_owned()),
+            (Api::Responses, "[]".to_owned()),
+            (Api::Responses, r#"{"input": "x", "background": false}"#.to_owned()),
+            (
+                Api::Responses,
+                r#"{"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}"#.to_owned(),
+            ),
+            (
+                Api::Responses,
+                r#"{"input": "x", "tools": [{"type": "code_interpreter"}]}"#.to_owned(),
+            ),
+            (Api::Responses, r#"{"input": "x", "stream": "yes"}"#.to_owned()),
+            (Api::Responses, r#"{"input": "x"} x"#.to_owned()),
+        ] {
+            assert_eq!(fast(api, &body), None, "{body}");
+        }
+        let r = r#"{"input": [{"type": "message", "role": "user", "content": "x"}], "tools": [{"type": "web_search"}], "previous_response_id": "resp_1"}"#;
+        assert_eq!(fast(Api::Responses, r), Some(false));
+        let withheld = |id: &str| id == "resp_1";
+        assert_eq!(untouched(r.as_bytes(), Api::Responses, &may, &hosted, &withheld), None);
+        assert_eq!(fast(Api::Responses, r#" {"input": "x", "stream": true}"#), Some(true));
     }
 }
