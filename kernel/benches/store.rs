@@ -8,6 +8,15 @@
 //! ```
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it does one short smoke run.
+//!
+//! With `--range`: paging (`Store::read_range`, what `GET /v1/records` reads) against a
+//! full scan filtered to the page (how it read before): a store of
+//! `HELM_STORE_BENCH_RANGE_N` records of 300 bytes (default 200,000) in segments of
+//! `HELM_STORE_BENCH_SEGMENT` bytes (default 4 MiB), pages of 100 records.
+//!
+//! ```sh
+//! cargo bench -p helm-kernel --bench store -- --range
+//! ```
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -83,8 +92,79 @@ fn run(durability: &Durability, threads: usize, secs: f64) -> Run {
     }
 }
 
+/// Median time of `f` over `runs` runs, in microseconds.
+fn median_us(runs: usize, mut f: impl FnMut() -> u64) -> (f64, u64) {
+    let mut times: Vec<f64> = Vec::new();
+    let mut got = 0;
+    for _ in 0..runs {
+        let began = Instant::now();
+        got = f();
+        times.push(began.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], got)
+}
+
+fn range(bench: bool) {
+    let n = if bench {
+        env_or("HELM_STORE_BENCH_RANGE_N", 200_000u64)
+    } else {
+        5_000
+    };
+    let segment_bytes = env_or("HELM_STORE_BENCH_SEGMENT", 4u64 << 20);
+    let base = std::env::var("HELM_STORE_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
+    let tmp = tempfile::tempdir_in(base).unwrap();
+    let opts = StoreOptions {
+        segment_bytes,
+        ..StoreOptions::buffered(Duration::from_millis(10))
+    };
+    let (store, _) = Store::open(tmp.path(), opts).unwrap();
+    let record = vec![7u8; 300];
+    let batch: Vec<&[u8]> = vec![&record; 100];
+    while store.len() < n {
+        store.append(&batch).unwrap();
+    }
+    store.sync().unwrap();
+    let n = store.len();
+    let segments = store.stats().segments;
+    let page = 100u64;
+    let runs = if bench { 21 } else { 3 };
+    for (name, from) in [("first page", 0), ("middle page", n / 2), ("last page", n - page)] {
+        let (ranged, a) = median_us(runs, || {
+            store
+                .read_range(from, page, |_, r| {
+                    assert_eq!(r.len(), 300);
+                    Ok::<(), helm_kernel::store::StoreError>(())
+                })
+                .unwrap()
+        });
+        let (scanned, b) = median_us(runs, || {
+            let mut k = 0;
+            store
+                .for_each_record(|i, _| {
+                    if i >= from && i < from + page {
+                        k += 1;
+                    }
+                    Ok::<(), helm_kernel::store::StoreError>(())
+                })
+                .unwrap();
+            k
+        });
+        assert_eq!((a, b), (page, page));
+        println!(
+            "store read_range, {n} records of 300 bytes in {segments} segments of {segment_bytes} bytes, {name} of {page}: \
+             {ranged:.0} us (full scan {scanned:.0} us, {:.0}x)",
+            scanned / ranged
+        );
+    }
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
+    if std::env::args().any(|a| a == "--range") {
+        range(bench);
+        return;
+    }
     let threads = env_or("HELM_STORE_BENCH_THREADS", 64usize);
     let (secs, runs) = if bench {
         (env_or("HELM_STORE_BENCH_SECS", 2.0f64), 3)

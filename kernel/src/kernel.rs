@@ -1594,17 +1594,31 @@ impl Kernel {
         self.durable
     }
 
-    /// Records `from..from+limit` of the store, in order (for the HTTP API).
+    /// Records `from..from+limit` of the store, in order (for the HTTP API): fewer if
+    /// the store ends first. Reads from the segment holding `from` and stops after the
+    /// last record asked for ([`Store::read_range`]), so a page costs what it returns
+    /// (plus, at most, the records before `from` in its segment), not the store's size.
     pub fn records_range(&self, from: u64, limit: u64) -> Result<Vec<Vec<u8>>, KernelError> {
-        let end = from.saturating_add(limit);
         let mut out = Vec::new();
-        self.records.for_each_record(|i, bytes| {
-            if i >= from && i < end {
-                out.push(bytes.to_vec());
-            }
+        self.records.read_range(from, limit, |_, bytes| {
+            out.push(bytes.to_vec());
             Ok::<(), StoreError>(())
         })?;
         Ok(out)
+    }
+
+    /// The state of the record and blob stores, for health output: a poisoned store (a
+    /// failed `fsync`) refuses every append until the kernel is reopened, so every
+    /// decision is denied (`KERNEL_ERROR`) meanwhile.
+    pub fn store_state(&self) -> StoreState {
+        StoreState {
+            records: self.records.len(),
+            durability: self.records.durability().clone(),
+            records_poisoned: self.records.poisoned().map(str::to_owned),
+            blobs_poisoned: self.blobs.poisoned().map(str::to_owned),
+            record_stats: self.records.stats(),
+            blob_stats: self.blobs.stats(),
+        }
     }
 
     /// The bundles Guardian decides with.
@@ -1725,5 +1739,30 @@ impl Kernel {
             Ok::<(), StoreError>(())
         })?;
         Ok(out)
+    }
+}
+
+/// The state of the kernel's stores ([`Kernel::store_state`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreState {
+    /// Records in the record store (the index the next one gets).
+    pub records: u64,
+    /// The record store's durability mode (the blob store's is the same).
+    pub durability: crate::store::Durability,
+    /// Why the record store is poisoned, if it is.
+    pub records_poisoned: Option<String>,
+    /// Why the blob store is poisoned, if it is.
+    pub blobs_poisoned: Option<String>,
+    /// The record store's counters.
+    pub record_stats: crate::store::StoreStats,
+    /// The blob store's counters.
+    pub blob_stats: crate::store::StoreStats,
+}
+
+impl StoreState {
+    /// Whether either store is poisoned (every decision is denied until the kernel is
+    /// reopened).
+    pub fn is_poisoned(&self) -> bool {
+        self.records_poisoned.is_some() || self.blobs_poisoned.is_some()
     }
 }

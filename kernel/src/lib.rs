@@ -33,5 +33,5 @@ pub mod trust;
 
 pub use kernel::{
     Answer, Args, AttestationReport, Attested, EffectReport, Kernel, KernelConfig, KernelError, Metrics, OpenReport,
-    PendingApproval, Proposal, Refusal, Status, ToolRun, WasmTool, MALFORMED_REASONS, SALT_LEN,
+    PendingApproval, Proposal, Refusal, Status, StoreState, ToolRun, WasmTool, MALFORMED_REASONS, SALT_LEN,
 };

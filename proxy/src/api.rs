@@ -26,6 +26,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
 use helm_kernel::keyfile::{hex32, key_string, parse_key};
+use helm_kernel::store::StoreStats;
 use helm_kernel::{Args, EffectReport, Kernel, PendingApproval, Proposal};
 use serde::{Deserialize, Serialize};
 use verify_core::{EffectStatus, Record};
@@ -642,6 +643,36 @@ struct LastError {
     message: String,
 }
 
+/// One store in `/healthz`.
+#[derive(Serialize)]
+struct StoreView {
+    appended: u64,
+    durable: u64,
+    segments: u32,
+    fsyncs: u64,
+    poisoned: Option<String>,
+}
+
+impl StoreView {
+    fn new(stats: StoreStats, poisoned: Option<String>) -> Self {
+        StoreView {
+            appended: stats.appended,
+            durable: stats.durable,
+            segments: stats.segments,
+            fsyncs: stats.fsyncs,
+            poisoned,
+        }
+    }
+}
+
+/// The kernel's stores in `/healthz` (from [`Kernel::store_state`]).
+#[derive(Serialize)]
+struct StoresView {
+    poisoned: bool,
+    records: StoreView,
+    blobs: StoreView,
+}
+
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
@@ -654,6 +685,7 @@ struct Health {
     pending_approvals: usize,
     kernel_errors: u64,
     last_error: Option<LastError>,
+    store: StoresView,
     uptime_seconds: u64,
 }
 
@@ -661,8 +693,11 @@ async fn healthz(State(s): State<AppState>) -> Response {
     let k = &s.0.kernel;
     let m = k.metrics();
     let last = s.recent_error();
+    let st = k.store_state();
+    let poisoned = st.is_poisoned();
+    let (status, code) = health_verdict(last.is_some(), poisoned);
     let h = Health {
-        status: if last.is_some() { "degraded" } else { "ok" },
+        status,
         version: env!("CARGO_PKG_VERSION"),
         durability: if k.is_durable() { "durable" } else { "buffered" },
         records: m.records,
@@ -679,14 +714,25 @@ async fn healthz(State(s): State<AppState>) -> Response {
         pending_approvals: k.approvals().iter().filter(|a| a.state == "pending").count(),
         kernel_errors: m.kernel_errors,
         last_error: last.map(|(seconds_ago, message)| LastError { seconds_ago, message }),
+        store: StoresView {
+            poisoned,
+            records: StoreView::new(st.record_stats, st.records_poisoned),
+            blobs: StoreView::new(st.blob_stats, st.blobs_poisoned),
+        },
         uptime_seconds: s.0.started.elapsed().as_secs(),
     };
-    let status = if h.last_error.is_some() {
-        StatusCode::SERVICE_UNAVAILABLE
+    json(code, &h)
+}
+
+/// `/healthz`'s verdict: `degraded` (503) for a minute after a kernel error, and while a
+/// store is poisoned (a failed `fsync`: every decision is denied until the server
+/// restarts and recovery runs); `ok` (200) otherwise.
+fn health_verdict(recent_error: bool, store_poisoned: bool) -> (&'static str, StatusCode) {
+    if recent_error || store_poisoned {
+        ("degraded", StatusCode::SERVICE_UNAVAILABLE)
     } else {
-        StatusCode::OK
-    };
-    json(status, &h)
+        ("ok", StatusCode::OK)
+    }
 }
 
 async fn metrics(State(s): State<AppState>, auth: Authenticated) -> Result<Response, ApiError> {
@@ -836,6 +882,17 @@ mod tests {
         assert!(both.into_report("a".into(), |_, _| None).is_err());
         let neither: EffectRequest = parse(br#"{"status":"failed"}"#).unwrap();
         assert!(neither.into_report("a".into(), |_, _| None).is_err());
+    }
+
+    #[test]
+    fn a_poisoned_store_or_a_recent_error_is_degraded() {
+        assert_eq!(health_verdict(false, false), ("ok", StatusCode::OK));
+        for (error, poisoned) in [(true, false), (false, true), (true, true)] {
+            assert_eq!(
+                health_verdict(error, poisoned),
+                ("degraded", StatusCode::SERVICE_UNAVAILABLE)
+            );
+        }
     }
 
     #[test]

@@ -45,6 +45,15 @@ fn evaluate_approve_effects_records_shutdown_verify() {
     let records_at_start = h.json["records"].as_u64().unwrap();
     // 3 TRUST_EVENTs and 1 POLICY.
     assert_eq!(records_at_start, 4);
+    // The stores: healthy, every record durable.
+    let store = &h.json["store"];
+    assert_eq!(store["poisoned"], false, "{}", h.text);
+    assert_eq!(store["records"]["poisoned"], Value::Null);
+    assert_eq!(store["blobs"]["poisoned"], Value::Null);
+    assert_eq!(store["records"]["appended"].as_u64(), Some(records_at_start));
+    assert_eq!(store["records"]["durable"].as_u64(), Some(records_at_start));
+    assert!(store["records"]["segments"].as_u64().unwrap() >= 1);
+    assert!(store["blobs"]["appended"].as_u64().is_some());
 
     // No token, a wrong token, a malformed header: 401 with a JSON error, nothing recorded.
     let call = json!({"tool": "read_file", "args": {"path": "/workspace/a.txt"}, "session": "s1"});

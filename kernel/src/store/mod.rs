@@ -354,15 +354,58 @@ impl Store {
     /// Hands every record to `f` in order with its index (records appended after this
     /// call started are not included), and returns how many there were. The kernel
     /// replays the store with it at startup.
-    pub fn for_each_record<E: From<StoreError>>(
+    pub fn for_each_record<E: From<StoreError>>(&self, f: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<u64, E> {
+        self.read_range(0, u64::MAX, f)
+    }
+
+    /// Hands the records `from..from + limit` to `f` in order with their indices, and
+    /// returns how many there were: fewer than `limit` (none when `from` is past the
+    /// end) if the store ends first; records appended after this call started are not
+    /// included, and a record being appended is never handed out half-written.
+    ///
+    /// Reading starts at the segment holding `from` (segments are named by their first
+    /// index) and stops after record `from + limit - 1`: the cost is that of the records
+    /// asked for plus, at most, the records before `from` in its segment (read and
+    /// checked, not handed out). Every frame read is checked as in
+    /// [`for_each_record`](Self::for_each_record): a defect is [`StoreError::Corrupt`].
+    pub fn read_range<E: From<StoreError>>(
         &self,
+        from: u64,
+        limit: u64,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let (segments, limit) = {
+        // Under the writer's lock: every record below `next_index` is completely written
+        // (an append writes its batch before moving `next_index`, and a failed write is
+        // cut back beyond it), so the read below needs no lenient tail.
+        let (segments, end) = {
             let w = self.inner.writer()?;
-            (w.segments.clone(), w.next_index)
+            let end = w.next_index.min(from.saturating_add(limit));
+            if from >= end {
+                return Ok(0);
+            }
+            // The segment holding `from`: the last one starting at or before it.
+            let first = w.segments.partition_point(|(s, _)| *s <= from).saturating_sub(1);
+            let segments: Vec<(u64, PathBuf)> = w
+                .segments
+                .get(first..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|(s, _)| *s < end)
+                .cloned()
+                .collect();
+            (segments, end)
         };
-        scan::read_segments(&*self.inner.fs, &segments, limit, false, &mut f)
+        let span = scan::Span {
+            start: segments.first().map_or(0, |(s, _)| *s),
+            from,
+            limit: end,
+        };
+        let mut handed = 0u64;
+        scan::read_segments(&*self.inner.fs, &segments, span, false, &mut |i, r| {
+            handed = handed.saturating_add(1);
+            f(i, r)
+        })?;
+        Ok(handed)
     }
 
     /// Records appended (the index the next record gets).
@@ -585,5 +628,5 @@ pub fn read_records_with<E: From<StoreError>>(
     mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
 ) -> Result<u64, E> {
     let segments = scan::list_segments(fs, dir)?;
-    scan::read_segments(fs, &segments, u64::MAX, true, &mut f)
+    scan::read_segments(fs, &segments, scan::Span::all(u64::MAX), true, &mut f)
 }

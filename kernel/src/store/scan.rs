@@ -233,17 +233,45 @@ fn gap(path: &Path, first: u64, expected: u64) -> StoreError {
     StoreError::corrupt(path, 0, rule)
 }
 
-/// Reads the records of `segs` in order: at most `limit` of them. With `lenient_tail`
-/// (a reader without the lock), an incomplete header or frame in the last segment ends
-/// the read; otherwise anything short of `limit` records is `Corrupt`.
+/// Which records a read of segments hands out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    /// The index the first of the segments must start at: 0 for a whole store, or the
+    /// first index of the segment holding `from` (taken from the writer's list).
+    pub(crate) start: u64,
+    /// The first index handed out: the records of the first segment before it are
+    /// still read and checked (frames have no index to seek to), not handed out.
+    pub(crate) from: u64,
+    /// The index to stop at (exclusive): at most this many records from `start`.
+    pub(crate) limit: u64,
+}
+
+impl Span {
+    /// Every record, up to `limit`.
+    pub(crate) fn all(limit: u64) -> Self {
+        Span {
+            start: 0,
+            from: 0,
+            limit,
+        }
+    }
+}
+
+/// Reads the records of `segs` in order, the first segment starting at `span.start`, up
+/// to index `span.limit` (exclusive), handing those from `span.from` on to `f`. Returns
+/// the index reached (the number of records from index 0 up to where the read ended).
+/// With `lenient_tail` (a reader without the lock), an incomplete header or frame in the
+/// last segment ends the read; otherwise anything short of `span.limit` is `Corrupt`.
 pub(crate) fn read_segments<E: From<StoreError>>(
     fs: &dyn StoreFs,
     segs: &[(u64, PathBuf)],
-    limit: u64,
+    span: Span,
     lenient_tail: bool,
     f: &mut impl FnMut(u64, &[u8]) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let mut expected = 0u64;
+    let Span { start, from, limit } = span;
+    let mut from_on = |i: u64, r: &[u8]| if i >= from { f(i, r) } else { Ok(()) };
+    let mut expected = start;
     let last = segs.len().saturating_sub(1);
     for (i, (first, path)) in segs.iter().enumerate() {
         let is_last = i == last;
@@ -271,7 +299,7 @@ pub(crate) fn read_segments<E: From<StoreError>>(
         if *first != expected {
             return Err(gap(path, *first, expected).into());
         }
-        let frames = scan_frames(&*file, path, len, *first, limit.saturating_sub(expected), f)?;
+        let frames = scan_frames(&*file, path, len, *first, limit.saturating_sub(expected), &mut from_on)?;
         expected = expected.saturating_add(frames.records);
         if let Tail::Torn(reason) = frames.tail {
             if lenient_tail && is_last {
