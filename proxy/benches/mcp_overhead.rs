@@ -13,7 +13,17 @@
 //! ```sh
 //! cargo bench -p helm-proxy --bench mcp_overhead             # 5000 calls per case
 //! cargo bench -p helm-proxy --bench mcp_overhead -- --quick  # 500
+//! HELM_BENCH_MODE=buffered cargo bench -p helm-proxy --bench mcp_overhead  # one store mode
+//! HELM_MCP_BENCH_ONLY=stdio cargo bench -p helm-proxy --bench mcp_overhead # or =http
 //! ```
+//!
+//! Besides the latencies, each case prints the CPU time `helm-proxy` spent per call
+//! (all its threads, from `/proc/PID/task/*/schedstat`): on a shared machine it moves
+//! far less than the wall-clock figures. `HELM_MCP_BENCH_WRAP="valgrind
+//! --tool=callgrind --callgrind-out-file=/tmp/cg.%p"` runs `helm-proxy` under that
+//! command (split on spaces) to profile it; `HELM_MCP_BENCH_CALLS=N` sets the number
+//! of calls per case; `HELM_MCP_BENCH_PROXY=PATH` benchmarks another `helm-proxy`
+//! binary (to compare two builds).
 
 #![allow(
     clippy::unwrap_used,
@@ -222,16 +232,24 @@ url = "{upstream_url}"
 }
 
 fn pinned(core: &str, program: &Path) -> Command {
+    let wrap = std::env::var("HELM_MCP_BENCH_WRAP").ok().filter(|_| core == "0");
+    let mut argv: Vec<String> = wrap
+        .iter()
+        .flat_map(|w| w.split_whitespace().map(str::to_owned))
+        .collect();
+    argv.push(program.to_str().unwrap().to_owned());
     if Command::new("taskset").arg("-V").output().is_ok() {
-        let mut c = Command::new("taskset");
-        c.args(["-c", core]).arg(program);
-        c
-    } else {
-        Command::new(program)
+        argv.splice(0..0, ["taskset".to_owned(), "-c".to_owned(), core.to_owned()]);
     }
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    c
 }
 
 fn proxy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HELM_MCP_BENCH_PROXY") {
+        return PathBuf::from(p);
+    }
     let me = std::env::current_exe().unwrap();
     let dir = me.parent().unwrap().parent().unwrap();
     let p = dir.join("helm-proxy");
@@ -247,29 +265,41 @@ fn proxy_bin() -> PathBuf {
 
 struct Stdio2 {
     child: Child,
-    w: ChildStdin,
+    w: Option<ChildStdin>,
     r: BufReader<ChildStdout>,
 }
 
 impl Stdio2 {
     fn call(&mut self, v: &Value) -> Value {
-        writeln!(self.w, "{v}").unwrap();
-        self.w.flush().unwrap();
+        let w = self.w.as_mut().unwrap();
+        writeln!(w, "{v}").unwrap();
+        w.flush().unwrap();
         let mut line = String::new();
         self.r.read_line(&mut line).unwrap();
         serde_json::from_str(&line).unwrap()
     }
 
     fn notify(&mut self, v: &Value) {
-        writeln!(self.w, "{v}").unwrap();
-        self.w.flush().unwrap();
+        let w = self.w.as_mut().unwrap();
+        writeln!(w, "{v}").unwrap();
+        w.flush().unwrap();
     }
 }
 
 impl Drop for Stdio2 {
+    /// Closes the child's stdin and lets it exit by itself (a profiler around
+    /// `helm-proxy` writes its output then); killed after 60 s.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.w.take());
+        let t0 = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -365,25 +395,68 @@ fn check(v: &Value, i: u64) {
     assert_eq!(v["result"]["content"][0]["text"], format!("hello {i}"), "{v}");
 }
 
-fn measure(n: u64, mut one: impl FnMut(u64)) -> Vec<f64> {
+/// CPU time of every thread of process `pid` so far, in ns (Linux; 0 elsewhere).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// User and system CPU time of process `pid` so far, in clock ticks (`/proc/PID/stat`).
+fn user_sys(pid: u32) -> (u64, u64) {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0, 0);
+    };
+    // Fields after the command (which may hold spaces): state is field 3, utime 14.
+    let rest = &s[s.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    (f[11], f[12])
+}
+
+/// CPU per measured call: total, and the system (kernel-mode) share, in µs.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    total: f64,
+    system: f64,
+}
+
+/// Sorted latencies (µs) of `n` calls after `n / 10` warm-up calls, and the CPU time
+/// process `pid` spent per measured call.
+fn measure(n: u64, pid: Option<u32>, mut one: impl FnMut(u64)) -> (Vec<f64>, Cpu) {
     for i in 0..n / 10 {
         one(i);
     }
     let mut t = Vec::with_capacity(n as usize);
+    let c0 = pid.map_or(0, cpu_ns);
+    let t0 = pid.map_or((0, 0), user_sys);
     for i in 0..n {
         let t0 = Instant::now();
         one(i);
         t.push(t0.elapsed().as_secs_f64() * 1e6);
     }
+    // The EFFECT of the last call is recorded after its answer went out.
+    std::thread::sleep(Duration::from_millis(20));
+    let total = pid.map_or(0, cpu_ns).saturating_sub(c0) as f64 / n as f64 / 1e3;
+    let t1 = pid.map_or((0, 0), user_sys);
+    let (user, sys) = (t1.0.saturating_sub(t0.0) as f64, t1.1.saturating_sub(t0.1) as f64);
+    let system = if user + sys > 0.0 {
+        total * sys / (user + sys)
+    } else {
+        0.0
+    };
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    t
+    (t, Cpu { total, system })
 }
 
 fn pct(t: &[f64], p: f64) -> f64 {
     t[((t.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn report(name: &str, direct: &[f64], proxied: &[f64]) {
+fn report(name: &str, direct: &[f64], proxied: &[f64], cpu: Cpu) {
     let (d50, d99, p50, p99) = (
         pct(direct, 0.5),
         pct(direct, 0.99),
@@ -391,9 +464,11 @@ fn report(name: &str, direct: &[f64], proxied: &[f64]) {
         pct(proxied, 0.99),
     );
     println!(
-        "{name:<28} direct p50 {d50:>7.1} µs p99 {d99:>7.1} µs | via helm-proxy p50 {p50:>7.1} µs p99 {p99:>7.1} µs | added p50 {:>7.1} µs p99 {:>7.1} µs",
+        "{name:<28} direct p50 {d50:>7.1} µs p99 {d99:>7.1} µs | via helm-proxy p50 {p50:>7.1} µs p99 {p99:>7.1} µs | added p50 {:>7.1} µs p99 {:>7.1} µs | proxy CPU {:>6.1} µs/call ({:.0} system)",
         p50 - d50,
-        p99 - d99
+        p99 - d99,
+        cpu.total,
+        cpu.system
     );
 }
 
@@ -420,7 +495,7 @@ fn stdio_case(me: &Path, n: u64, durability: &str) {
             .unwrap();
         let w = child.stdin.take().unwrap();
         let r = BufReader::new(child.stdout.take().unwrap());
-        let mut s = Stdio2 { child, w, r };
+        let mut s = Stdio2 { child, w: Some(w), r };
         let [init, inited, list] = init_msgs();
         s.call(&init);
         s.notify(&inited);
@@ -428,15 +503,16 @@ fn stdio_case(me: &Path, n: u64, durability: &str) {
         s
     };
     let mut direct = spawn(false);
-    let d = measure(n, |i| check(&direct.call(&call(i)), i));
-    let dp = measure(n, |i| assert!(direct.call(&ping(i)).get("result").is_some()));
+    let (d, _) = measure(n, None, |i| check(&direct.call(&call(i)), i));
+    let (dp, _) = measure(n, None, |i| assert!(direct.call(&ping(i)).get("result").is_some()));
     drop(direct);
     let mut proxied = spawn(true);
-    let p = measure(n, |i| check(&proxied.call(&call(i)), i));
-    let pp = measure(n, |i| assert!(proxied.call(&ping(i)).get("result").is_some()));
+    let pid = Some(proxied.child.id());
+    let (p, pc) = measure(n, pid, |i| check(&proxied.call(&call(i)), i));
+    let (pp, ppc) = measure(n, pid, |i| assert!(proxied.call(&ping(i)).get("result").is_some()));
     drop(proxied);
-    report(&format!("stdio, {durability}"), &d, &p);
-    report("  (ping: relay only)", &dp, &pp);
+    report(&format!("stdio, {durability}"), &d, &p, pc);
+    report("  (ping: relay only)", &dp, &pp, ppc);
 }
 
 fn http_case(me: &Path, n: u64, durability: &str) {
@@ -464,21 +540,27 @@ fn http_case(me: &Path, n: u64, durability: &str) {
         .read_line(&mut line)
         .unwrap();
     let base = line.trim().strip_prefix("helm-proxy listening on ").unwrap().to_owned();
-    let run = |url: &str, token: bool| {
+    let run = |url: &str, token: bool, pid: Option<u32>| {
         let mut h = Http::new(url, token);
         let [init, inited, list] = init_msgs();
         h.post(&init);
         h.post(&inited);
         h.post(&list);
-        let calls = measure(n, |i| check(&h.post(&call(i)).unwrap(), i));
-        let pings = measure(n, |i| assert!(h.post(&ping(i)).unwrap().get("result").is_some()));
+        let calls = measure(n, pid, |i| check(&h.post(&call(i)).unwrap(), i));
+        let pings = measure(n, pid, |i| assert!(h.post(&ping(i)).unwrap().get("result").is_some()));
         (calls, pings)
     };
-    let (d, dp) = run(&url, false);
-    let (p, pp) = run(&format!("{base}/mcp/b"), true);
-    report(&format!("streamable HTTP, {durability}"), &d, &p);
-    report("  (ping: relay only)", &dp, &pp);
+    let ((d, _), (dp, _)) = run(&url, false, None);
+    let ((p, pc), (pp, ppc)) = run(&format!("{base}/mcp/b"), true, Some(server.id()));
+    report(&format!("streamable HTTP, {durability}"), &d, &p, pc);
+    report("  (ping: relay only)", &dp, &pp, ppc);
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    if std::env::var_os("HELM_MCP_BENCH_WRAP").is_some() {
+        // helm-proxy is the wrapper's child (strace does not pass SIGTERM on).
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-P", &server.id().to_string()])
+            .status();
+    }
     let _ = server.wait();
     let _ = up.kill();
     let _ = up.wait();
@@ -491,11 +573,25 @@ fn main() {
         _ => {}
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 500 } else { 5000 };
+    let n = match std::env::var("HELM_MCP_BENCH_CALLS") {
+        Ok(v) => v.parse().expect("HELM_MCP_BENCH_CALLS: a number"),
+        Err(_) if quick => 500,
+        Err(_) => 5000,
+    };
+    let only = std::env::var("HELM_MCP_BENCH_ONLY").ok();
+    let modes = match std::env::var("HELM_BENCH_MODE").as_deref() {
+        Ok("buffered") => vec!["buffered"],
+        Ok("durable") => vec!["durable"],
+        _ => vec!["buffered", "durable"],
+    };
     let me = std::env::current_exe().unwrap();
     println!("MCP interceptor overhead per tools/call ({n} sequential calls per case; helm-proxy on core 0, client and upstream on core 1)");
-    for durability in ["buffered", "durable"] {
-        stdio_case(&me, n, durability);
-        http_case(&me, n, durability);
+    for durability in modes {
+        if only.as_deref() != Some("http") {
+            stdio_case(&me, n, durability);
+        }
+        if only.as_deref() != Some("stdio") {
+            http_case(&me, n, durability);
+        }
     }
 }

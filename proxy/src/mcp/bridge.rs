@@ -81,10 +81,15 @@ pub struct ToClient {
 /// With `HELM_MCP_TRACE` set, every relayed message is logged (development only: tool
 /// arguments and results appear in the log).
 pub(crate) fn trace(what: &str, v: &Value) {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *ON.get_or_init(|| std::env::var_os("HELM_MCP_TRACE").is_some()) {
+    if tracing() {
         log_info!("MCP trace {what}: {v}");
     }
+}
+
+/// Whether `HELM_MCP_TRACE` is set (read once).
+pub(crate) fn tracing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("HELM_MCP_TRACE").is_some())
 }
 
 /// Where a conversation's messages for the client go.
@@ -254,21 +259,19 @@ impl Bridge {
         self.lock().client_gone = true;
     }
 
-    fn to_client(&self, msg: &Message, related: Option<String>) {
+    fn to_client(&self, msg: Message, related: Option<String>) {
         if self.lock().client_gone {
             return;
         }
-        trace("to client", &msg.to_value());
-        let _ = self.client.send(ToClient {
-            msg: msg.to_value(),
-            related,
-        });
+        let msg = msg.into_value();
+        trace("to client", &msg);
+        let _ = self.client.send(ToClient { msg, related });
     }
 
     fn refuse_client(&self, m: Malformed) {
         let id = m.id.unwrap_or(Value::Null);
         let related = (!id.is_null()).then(|| id_key(&id));
-        self.to_client(&Message::error(id, m.code, m.message, None), related);
+        self.to_client(Message::error(id, m.code, m.message, None), related);
     }
 
     /// Bytes from the client: one message or a batch. Anything malformed is answered
@@ -322,7 +325,7 @@ impl Bridge {
                 let key = id_key(&id);
                 let m = Message::error(id, code::UPSTREAM_UNAVAILABLE, "the upstream server is gone", None);
                 let _ = self.client.send(ToClient {
-                    msg: m.to_value(),
+                    msg: m.into_value(),
                     related: Some(key),
                 });
             }
@@ -356,7 +359,7 @@ impl Bridge {
                 progress,
             },
         );
-        let v = msg.to_value();
+        let v = msg.into_value();
         trace("to upstream", &v);
         let _ = self.up.send(v);
         Some(up)
@@ -395,7 +398,7 @@ impl Bridge {
                 None => {
                     drop(st);
                     self.to_client(
-                        &Message::error(
+                        Message::error(
                             id.clone(),
                             code::UNSUPPORTED_PROTOCOL_VERSION,
                             "Unsupported protocol version",
@@ -421,10 +424,7 @@ impl Bridge {
                 ),
                 None => format!("method {method:?} before initialize"),
             };
-            self.to_client(
-                &Message::error(id.clone(), code::METHOD_NOT_FOUND, why, None),
-                Some(key),
-            );
+            self.to_client(Message::error(id.clone(), code::METHOD_NOT_FOUND, why, None), Some(key));
             return;
         }
         match method.as_str() {
@@ -445,7 +445,7 @@ impl Bridge {
                         if v.is_none() {
                             drop(st);
                             self.to_client(
-                                &Message::error(
+                                Message::error(
                                     id.clone(),
                                     code::INVALID_PARAMS,
                                     "initialize needs protocolVersion",
@@ -518,7 +518,7 @@ impl Bridge {
                     method: method.clone(),
                     params: Some(p),
                 }
-                .to_value(),
+                .into_value(),
             );
             if let Some(Pending {
                 kind: Kind::Governed { intent, started, .. },
@@ -539,7 +539,7 @@ impl Bridge {
             return;
         }
         if !st.closed {
-            let _ = self.up.send(msg.to_value());
+            let _ = self.up.send(msg.into_value());
         }
     }
 
@@ -561,7 +561,7 @@ impl Bridge {
             let me = self.clone();
             tokio::spawn(async move { me.report(intent, status, output, started).await });
         }
-        let _ = self.up.send(msg.to_value());
+        let _ = self.up.send(msg.into_value());
     }
 
     /// Decides a governed request and forwards or answers it.
@@ -586,7 +586,7 @@ impl Bridge {
                     };
                     if !cancelled {
                         self.to_client(
-                            &Message::error(id.clone(), code::UPSTREAM_UNAVAILABLE, why, None),
+                            Message::error(id.clone(), code::UPSTREAM_UNAVAILABLE, why, None),
                             Some(key),
                         );
                     }
@@ -606,7 +606,7 @@ impl Bridge {
             }
             Decided::Answer(answer) => {
                 if !cancelled {
-                    self.to_client(&answer, Some(key));
+                    self.to_client(answer, Some(key));
                 }
             }
         }
@@ -616,7 +616,8 @@ impl Bridge {
         let Message::Request { id, method, params } = msg else {
             return Decided::Answer(Message::error(Value::Null, code::INTERNAL_ERROR, "not a request", None));
         };
-        let p = params.clone().unwrap_or_default();
+        let no_params = Map::new();
+        let p = params.as_ref().unwrap_or(&no_params);
         let invalid = |m: &str| Decided::Answer(Message::error(id.clone(), code::INVALID_PARAMS, m, None));
         let (tool, args) = match method.as_str() {
             "tools/call" => {
@@ -658,7 +659,7 @@ impl Bridge {
             }
             _ => return invalid("not a governed method"),
         };
-        let answer = self.evaluate(&tool, args.clone(), Some(id_key(id))).await;
+        let (answer, args) = self.evaluate(&tool, args, Some(id_key(id))).await;
         let answer = self.wait_for_approval(answer, &tool, args, id).await;
         match answer.status {
             Status::Allow => match answer.intent {
@@ -682,7 +683,9 @@ impl Bridge {
         }
     }
 
-    async fn evaluate(&self, tool: &str, args: Value, call_id: Option<String>) -> Answer {
+    /// Decides `tool` with `args`; hands the arguments back (an escalated call is
+    /// decided again with them), `Null` if the kernel's worker failed.
+    async fn evaluate(&self, tool: &str, args: Value, call_id: Option<String>) -> (Answer, Value) {
         let proposal = Proposal {
             tool: tool.to_owned(),
             args: Args::Json(args),
@@ -690,31 +693,39 @@ impl Bridge {
             session: self.session.clone(),
             call_id: call_id.map(|c| c.chars().take(256).collect()),
         };
+        let args = |p: Proposal| match p.args {
+            Args::Json(v) => v,
+            _ => Value::Null,
+        };
         let kernel = self.shared.kernel.clone();
         if !kernel.is_durable() {
             // Buffered store: no fsync wait, a decision is some tens of microseconds of
             // CPU; a hop to the blocking pool would cost more than it saves.
-            return kernel.evaluate(&proposal);
+            let a = kernel.evaluate(&proposal);
+            return (a, args(proposal));
         }
-        match tokio::task::spawn_blocking(move || kernel.evaluate(&proposal)).await {
-            Ok(a) => a,
-            Err(e) => Answer {
-                status: Status::Deny,
-                reason: "KERNEL_ERROR".into(),
-                rule: None,
-                intent: None,
-                decision: None,
-                policy: None,
-                approval: None,
-                durable: false,
-                error: Some(format!("the kernel's worker stopped: {e}")),
-            },
+        match tokio::task::spawn_blocking(move || (kernel.evaluate(&proposal), proposal)).await {
+            Ok((a, p)) => (a, args(p)),
+            Err(e) => (
+                Answer {
+                    status: Status::Deny,
+                    reason: "KERNEL_ERROR".into(),
+                    rule: None,
+                    intent: None,
+                    decision: None,
+                    policy: None,
+                    approval: None,
+                    durable: false,
+                    error: Some(format!("the kernel's worker stopped: {e}")),
+                },
+                Value::Null,
+            ),
         }
     }
 
     /// Holds a pending call for at most `escalation_wait_ms`, then answers with
     /// whatever the approval came to (the same call after a grant is allowed).
-    async fn wait_for_approval(&self, mut answer: Answer, tool: &str, args: Value, id: &Value) -> Answer {
+    async fn wait_for_approval(&self, mut answer: Answer, tool: &str, mut args: Value, id: &Value) -> Answer {
         let wait = Duration::from_millis(self.shared.settings.escalation_wait_ms);
         let deadline = Instant::now().checked_add(wait).unwrap_or_else(Instant::now);
         while answer.status == Status::Pending && Instant::now() < deadline {
@@ -724,7 +735,7 @@ impl Bridge {
             };
             let state = self.shared.kernel.approval(&aid).map(|a| a.state);
             if state.as_deref() != Some("pending") {
-                answer = self.evaluate(tool, args.clone(), Some(id_key(id))).await;
+                (answer, args) = self.evaluate(tool, args, Some(id_key(id))).await;
             }
         }
         answer
@@ -1024,7 +1035,9 @@ impl Bridge {
     }
 
     async fn upstream_message(self: &Arc<Self>, v: Value, related: Option<u64>) {
-        trace(&format!("from upstream (related {related:?})"), &v);
+        if tracing() {
+            trace(&format!("from upstream (related {related:?})"), &v);
+        }
         let msg = match Message::from_value(v) {
             Ok(m) => m,
             Err(m) => {
@@ -1056,7 +1069,7 @@ impl Bridge {
         let Some(p) = p else { return };
         if let Some(cid) = p.client_id {
             let key = id_key(&cid);
-            self.to_client(&Message::error(cid, code::UPSTREAM_UNAVAILABLE, why, None), Some(key));
+            self.to_client(Message::error(cid, code::UPSTREAM_UNAVAILABLE, why, None), Some(key));
         }
         if let Kind::Governed { intent, started, .. } = p.kind {
             self.report(intent, EffectStatus::Aborted, why.as_bytes().to_vec(), started)
@@ -1182,7 +1195,7 @@ impl Bridge {
             Message::Result { id, .. } | Message::Error { id, .. } => *id = cid.clone(),
             _ => {}
         }
-        self.to_client(&msg, Some(id_key(&cid)));
+        self.to_client(msg, Some(id_key(&cid)));
     }
 
     async fn injected_done(self: &Arc<Self>, msg: Message) {
@@ -1223,7 +1236,7 @@ impl Bridge {
             (st.rev.unwrap_or(Rev::V2025_11_25), self.related_client(&st, related))
         };
         let refuse = |code: i64, m: String| {
-            let _ = self.up.send(Message::error(id.clone(), code, m, None).to_value());
+            let _ = self.up.send(Message::error(id.clone(), code, m, None).into_value());
         };
         if !allowed(rev, Dir::FromServer, true, method) {
             log_warn!(
@@ -1240,20 +1253,20 @@ impl Bridge {
         let key = id_key(id);
         if method == "ping" {
             self.lock().server_reqs.insert(key, None);
-            self.to_client(&msg, rel);
+            self.to_client(msg, rel);
             return;
         }
         // sampling/createMessage, elicitation/create, roots/list: decided and recorded.
         let tool = format!("{}:{method}", self.server);
         let mut args = params.clone().unwrap_or_default();
         args.remove("_meta");
-        let answer = self
+        let (answer, _) = self
             .evaluate(&tool, Value::Object(args), Some(format!("server:{key}")))
             .await;
         match (answer.status, answer.intent) {
             (Status::Allow, Some(intent)) => {
                 self.lock().server_reqs.insert(key, Some((intent, Instant::now())));
-                self.to_client(&msg, rel);
+                self.to_client(msg, rel);
             }
             (status, _) => {
                 log_info!(
@@ -1269,7 +1282,7 @@ impl Bridge {
                         format!("HELM refused {method}: {}", answer.reason),
                         Some(json!({"reason": answer.reason, "decision": answer.decision})),
                     )
-                    .to_value(),
+                    .into_value(),
                 );
             }
         }
@@ -1307,7 +1320,7 @@ impl Bridge {
             _ => {}
         }
         drop(st);
-        self.to_client(&msg, rel);
+        self.to_client(msg, rel);
     }
 
     /// The upstream is gone: every pending request gets an error, every forwarded call

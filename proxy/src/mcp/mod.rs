@@ -108,8 +108,9 @@ pub fn run_stdio(config: &Config, opts: StdioOptions) -> Result<(), ServeError> 
             opts.server,
             opts.command.join(" ")
         );
-        let (input, output) = stdio::std_streams(tokio::runtime::Handle::current());
+        let (input, output, restore) = stdio::std_streams(tokio::runtime::Handle::current());
         stdio::serve_stdio(bridge, up_tx, cl_rx, input, output, upstream, max, stop_signal()).await;
+        drop(restore);
         Ok::<(), ServeError>(())
     });
     runtime.shutdown_timeout(core::time::Duration::from_secs(5));

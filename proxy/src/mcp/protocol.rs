@@ -340,6 +340,36 @@ impl Message {
         Value::Object(o)
     }
 
+    /// The message as JSON, without copying it.
+    pub fn into_value(self) -> Value {
+        let mut o = Map::new();
+        o.insert("jsonrpc".into(), Value::String("2.0".into()));
+        match self {
+            Message::Request { id, method, params } => {
+                o.insert("id".into(), id);
+                o.insert("method".into(), Value::String(method));
+                if let Some(p) = params {
+                    o.insert("params".into(), Value::Object(p));
+                }
+            }
+            Message::Notification { method, params } => {
+                o.insert("method".into(), Value::String(method));
+                if let Some(p) = params {
+                    o.insert("params".into(), Value::Object(p));
+                }
+            }
+            Message::Result { id, result } => {
+                o.insert("id".into(), id);
+                o.insert("result".into(), result);
+            }
+            Message::Error { id, error } => {
+                o.insert("id".into(), id);
+                o.insert("error".into(), Value::Object(error));
+            }
+        }
+        Value::Object(o)
+    }
+
     /// The method of a request or notification.
     pub fn method(&self) -> Option<&str> {
         match self {
@@ -431,6 +461,7 @@ mod tests {
         assert!(parse_bytes(&[b' '; 101], 100).is_err());
         let round = json!({"jsonrpc":"2.0","id":"a","result":{"x":1}});
         assert_eq!(Message::from_value(round.clone()).unwrap().to_value(), round);
+        assert_eq!(Message::from_value(round.clone()).unwrap().into_value(), round);
     }
 
     #[test]

@@ -152,10 +152,97 @@ pub async fn stop_child(child: &mut Child) -> String {
     "server killed (SIGKILL)".to_owned()
 }
 
+/// Our stdin, as the runtime reads it.
+pub type StdIn = Box<dyn AsyncRead + Unpin + Send>;
+/// Our stdout, as the runtime writes it.
+pub type StdOut = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Restores blocking mode on our stdin and stdout when dropped (their file
+/// descriptions may be shared with the process that started us).
+#[derive(Debug, Default)]
+pub struct RestoreBlocking(Vec<std::os::fd::OwnedFd>);
+
+impl Drop for RestoreBlocking {
+    fn drop(&mut self) {
+        for fd in self.0.drain(..) {
+            // `set_nonblocking` is ioctl(FIONBIO), which applies to any descriptor
+            // (pipes too), not only to sockets.
+            let _ = std::os::unix::net::UnixStream::from(fd).set_nonblocking(false);
+        }
+    }
+}
+
+/// Our stdin and stdout as async streams. When they are pipes or Unix sockets (as a
+/// client that spawns us makes them), the runtime reads and writes them directly
+/// (non-blocking, through its reactor: no thread hop per message); otherwise (a
+/// terminal, a file) two threads of their own feed in-memory streams. Call inside the
+/// runtime; keep the returned guard until the streams are dropped.
+pub fn std_streams(rt: tokio::runtime::Handle) -> (StdIn, StdOut, RestoreBlocking) {
+    use std::os::fd::AsFd as _;
+    let mut guard = RestoreBlocking::default();
+    let input = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| direct(fd, &mut guard, true));
+    let output = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| direct(fd, &mut guard, false));
+    match (input, output) {
+        (Some(Direct::In(i)), Some(Direct::Out(o))) => (i, o, guard),
+        (i, o) => {
+            drop(i);
+            drop(o);
+            drop(guard);
+            let (i, o) = std_threads(rt);
+            (Box::new(i), Box::new(o), RestoreBlocking::default())
+        }
+    }
+}
+
+enum Direct {
+    In(StdIn),
+    Out(StdOut),
+}
+
+/// `fd` registered with the runtime if it is a pipe or a Unix stream socket.
+fn direct(fd: std::os::fd::OwnedFd, guard: &mut RestoreBlocking, read: bool) -> Option<Direct> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let file = std::fs::File::from(fd);
+    let kind = file.metadata().ok()?.file_type();
+    let restore = file.try_clone().ok()?.into();
+    if kind.is_fifo() {
+        // (`from_file` checks the access mode and sets O_NONBLOCK.)
+        let d = if read {
+            Direct::In(Box::new(tokio::net::unix::pipe::Receiver::from_file(file).ok()?))
+        } else {
+            Direct::Out(Box::new(tokio::net::unix::pipe::Sender::from_file(file).ok()?))
+        };
+        guard.0.push(restore);
+        return Some(d);
+    }
+    if kind.is_socket() {
+        let s = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(file));
+        // Not a Unix socket (say, a TCP connection from inetd): the threads serve it.
+        s.local_addr().ok()?;
+        s.set_nonblocking(true).ok()?;
+        guard.0.push(restore);
+        let s = tokio::net::UnixStream::from_std(s).ok()?;
+        return Some(if read {
+            Direct::In(Box::new(s))
+        } else {
+            Direct::Out(Box::new(s))
+        });
+    }
+    None
+}
+
 /// Our stdin and stdout as in-memory async streams fed by two threads of their own
 /// (tokio's `Stdin`/`Stdout` hand every read and write to the blocking pool: a
-/// thread hop per message).
-pub fn std_streams(rt: tokio::runtime::Handle) -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
+/// thread hop per message). For a terminal or a file.
+pub fn std_threads(rt: tokio::runtime::Handle) -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
     use std::io::{Read as _, Write as _};
     let (mut to_proxy, input) = tokio::io::duplex(1 << 16);
     let (output, mut from_proxy) = tokio::io::duplex(1 << 16);

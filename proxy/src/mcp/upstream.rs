@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::bridge::Bridge;
-use super::protocol::{code, Message, Rev};
+use super::protocol::{code, Message, Rev, META_PROTOCOL_VERSION};
 use super::sse;
 use crate::log::{log_info, log_warn};
 
@@ -194,11 +194,10 @@ impl HttpUp {
     /// Posts one message to the Streamable HTTP endpoint and hands what comes back to
     /// the bridge. A request that gets no answer gets an error from here.
     async fn post(self: Arc<Self>, v: Value) {
-        let msg = Message::from_value(v.clone()).ok();
-        let up_id = match &msg {
-            Some(Message::Request { id, .. }) => id.as_u64(),
-            _ => None,
-        };
+        // `v` is a message the bridge built (valid JSON-RPC): read, not parsed again.
+        let method = v.get("method").and_then(Value::as_str);
+        let params = v.get("params").and_then(Value::as_object);
+        let up_id = method.and(v.get("id")).and_then(Value::as_u64);
         let body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
         let mut req = match self.request(Method::POST, &self.url, body) {
             Ok(r) => r,
@@ -210,43 +209,44 @@ impl HttpUp {
             header::ACCEPT,
             HeaderValue::from_static("application/json, text/event-stream"),
         );
-        let declared = msg.as_ref().and_then(Message::declared_version).map(str::to_owned);
-        let version = declared.clone().or_else(|| {
-            self.bridge
+        let declared = params
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(META_PROTOCOL_VERSION))
+            .and_then(Value::as_str);
+        let version = match declared {
+            Some(d) => HeaderValue::from_str(d).ok(),
+            None => self
+                .bridge
                 .revision()
                 .filter(|r| *r >= Rev::V2025_06_18)
-                .map(|r| r.name().to_owned())
-        });
-        if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                .map(|r| HeaderValue::from_static(r.name())),
+        };
+        if let Some(v) = version {
             h.insert("mcp-protocol-version", v);
         }
-        if declared.is_some() {
-            if let Some(Message::Request { method, params, .. }) = &msg {
-                if let Ok(m) = HeaderValue::from_str(method) {
-                    h.insert("mcp-method", m);
-                }
-                let name = params
-                    .as_ref()
-                    .and_then(|p| p.get("name").or_else(|| p.get("uri")))
-                    .and_then(Value::as_str);
-                if let Some(n) = name.and_then(|n| HeaderValue::from_str(&header_text(n)).ok()) {
-                    h.insert("mcp-name", n);
-                }
-                if method == "tools/call" {
-                    let p = params.as_ref();
-                    let (tool, args) = (
-                        p.and_then(|p| p.get("name")).and_then(Value::as_str).unwrap_or(""),
-                        p.and_then(|p| p.get("arguments")).cloned().unwrap_or(Value::Null),
-                    );
-                    for (k, v) in self.bridge.param_headers(tool, &args) {
-                        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
-                            h.insert(k, v);
-                        }
+        if let (Some(_), Some(method), Some(_)) = (declared, method, up_id) {
+            if let Ok(m) = HeaderValue::from_str(method) {
+                h.insert("mcp-method", m);
+            }
+            let name = params
+                .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+                .and_then(Value::as_str);
+            if let Some(n) = name.and_then(|n| HeaderValue::from_str(&header_text(n)).ok()) {
+                h.insert("mcp-name", n);
+            }
+            if method == "tools/call" {
+                let (tool, args) = (
+                    params.and_then(|p| p.get("name")).and_then(Value::as_str).unwrap_or(""),
+                    params.and_then(|p| p.get("arguments")).unwrap_or(&Value::Null),
+                );
+                for (k, v) in self.bridge.param_headers(tool, args) {
+                    if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                        h.insert(k, v);
                     }
                 }
             }
         }
-        let is_init = matches!(&msg, Some(Message::Request { method, .. }) if method == "initialize");
+        let is_init = up_id.is_some() && method == Some("initialize");
         let resp = match tokio::time::timeout(Duration::from_secs(30), self.client.request(req)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return self.fail(up_id, &format!("POST failed: {e}")).await,
