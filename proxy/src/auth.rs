@@ -5,14 +5,21 @@
 //! digest with every configured digest in constant time (no early exit, every entry
 //! compared). The principal comes from the matching entry, never from a header or body.
 //!
+//! Over TLS with `[server] client_ca`, a client certificate pinned by a `[[client_cert]]`
+//! authenticates its principal too (see [`crate::tls`]): the identity comes from the
+//! connection, never from a header. A verified certificate that is not pinned gets 401
+//! on every authenticated endpoint. A request with both a pinned certificate and a
+//! bearer token is admitted only if both name the same principal, and may then do only
+//! what both may do (the intersection of their scopes).
+//!
 //! [`Authenticated`] is an axum extractor: a handler that takes it is reachable only with
-//! a valid token, and a request without one gets 401 and a JSON error before the handler
-//! runs (and before its body is read). Routes added later (the OpenAI proxy, the MCP
-//! interceptor) take the same extractor.
+//! a valid token or certificate, and a request without one gets 401 and a JSON error
+//! before the handler runs (and before its body is read). Routes added later (the OpenAI
+//! proxy, the MCP interceptor) take the same extractor.
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
@@ -20,6 +27,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::tls::{ClientCert, Peer};
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -113,7 +121,7 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
-    /// 403 unless the token has `scope`.
+    /// 403 unless the caller's token (or certificate) has `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.scopes.contains(&scope) {
             Ok(())
@@ -155,13 +163,43 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let table = Arc::<TokenTable>::from_ref(state);
+        // The connection's client certificate (set by the TLS listener, never by the client).
+        let cert = match parts.extensions.get::<ConnectInfo<Peer>>().map(|c| &c.0.cert) {
+            None | Some(ClientCert::None) => None,
+            Some(ClientCert::Unpinned(fp)) => {
+                return Err(ApiError::unauthenticated(format!(
+                    "the client certificate (SHA-256 {}) is not configured as a [[client_cert]]",
+                    hex::encode(fp)
+                )))
+            }
+            Some(ClientCert::Pinned(id)) => Some(id.clone()),
+        };
+        if let Some(id) = &cert {
+            if !parts.headers.contains_key(AUTHORIZATION) {
+                return Ok(Authenticated {
+                    principal: id.principal.clone(),
+                    scopes: id.scopes.clone(),
+                });
+            }
+        }
         let token = bearer(parts)?;
         let entry = table
             .authenticate(token)
             .ok_or_else(|| ApiError::unauthenticated("the token is not valid"))?;
+        let Some(id) = cert else {
+            return Ok(Authenticated {
+                principal: entry.principal.clone(),
+                scopes: entry.scopes.clone(),
+            });
+        };
+        if id.principal != entry.principal {
+            return Err(ApiError::unauthenticated(
+                "the client certificate and the bearer token authenticate different principals",
+            ));
+        }
         Ok(Authenticated {
             principal: entry.principal.clone(),
-            scopes: entry.scopes.clone(),
+            scopes: entry.scopes.iter().copied().filter(|s| id.scopes.contains(s)).collect(),
         })
     }
 }

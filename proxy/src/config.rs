@@ -88,6 +88,20 @@ pub struct ServerSection {
     pub tick_ms: u64,
     /// How long a shutdown waits for requests in flight before the final checkpoint, ms.
     pub shutdown_grace_ms: u64,
+    /// HTTPS: the server's certificate chain (PEM, leaf first). With `tls_key`, the
+    /// listener speaks TLS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the private key of `tls_cert`'s leaf (PEM; mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Client certificates (mTLS): the CA bundle they must chain to (PEM). Needs TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `required` (default: no certificate, no connection) or
+    /// `optional` (tokens still work; a certificate presented must verify).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<crate::tls::ClientAuthMode>,
 }
 
 impl Default for ServerSection {
@@ -98,6 +112,10 @@ impl Default for ServerSection {
             max_body_bytes: 1 << 20,
             tick_ms: 1000,
             shutdown_grace_ms: 10_000,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            client_auth: None,
         }
     }
 }
@@ -246,6 +264,19 @@ pub struct TokenSection {
     pub scopes: Vec<Scope>,
 }
 
+/// `[[client_cert]]`: one pinned client certificate (needs `[server] client_ca`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertSection {
+    /// The principal the certificate authenticates.
+    pub principal: String,
+    /// SHA-256 of the leaf certificate's DER, 64 hex digits (`helm-proxy cert-fingerprint FILE`).
+    pub cert_sha256: String,
+    /// What the certificate may do: `agent` (default), `approver`, `auditor`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<Scope>,
+}
+
 /// The configuration, with defaults filled in and paths made absolute.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -267,6 +298,9 @@ pub struct Config {
     /// `[[token]]`.
     #[serde(rename = "token")]
     pub tokens: Vec<TokenSection>,
+    /// `[[client_cert]]`: client certificates pinned to principals.
+    #[serde(rename = "client_cert", skip_serializing_if = "Vec::is_empty")]
+    pub client_certs: Vec<ClientCertSection>,
     /// `[openai]`: the OpenAI-compatible proxy (see `crate::openai`); absent: not served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub openai: Option<crate::openai::OpenAiSection>,
@@ -320,7 +354,7 @@ fn default_wasm_output() -> u64 {
 }
 
 /// Reads at most `max` bytes of a file.
-fn read_limited(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, ConfigError> {
+pub(crate) fn read_limited(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, ConfigError> {
     let f = fs::File::open(path).map_err(|e| ConfigError(format!("{what} {}: {e}", path.display())))?;
     let mut bytes = Vec::new();
     f.take(max.saturating_add(1))
@@ -368,6 +402,19 @@ impl Config {
     /// default key file.
     pub fn resolve(&mut self, base: &Path) {
         self.store.dir = absolute(base, &self.store.dir);
+        for p in [
+            &mut self.server.tls_cert,
+            &mut self.server.tls_key,
+            &mut self.server.client_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = absolute(base, p);
+        }
+        if self.server.client_ca.is_some() && self.server.client_auth.is_none() {
+            self.server.client_auth = Some(crate::tls::ClientAuthMode::Required);
+        }
         for t in &mut self.wasm_tools {
             t.module = absolute(base, &t.module);
         }
@@ -401,7 +448,7 @@ impl Config {
         if !addr.ip().is_loopback() && !self.server.allow_remote {
             return err(format!(
                 "[server] listen = {:?} is not a loopback address: set allow_remote = true to listen on it \
-                 (API tokens then cross the network in clear text unless a TLS proxy is in front)",
+                 (API tokens then cross the network in clear text unless tls_cert is set or a TLS proxy is in front)",
                 self.server.listen
             ));
         }
@@ -462,8 +509,66 @@ impl Config {
                 return err(format!("{at}: scopes is empty"));
             }
         }
+        self.check_tls()?;
         self.mcp.check().map_err(ConfigError)?;
         Ok(())
+    }
+
+    /// `[server]`'s TLS keys and `[[client_cert]]`.
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return err("[server] tls_cert and tls_key go together: set both for HTTPS, or neither");
+        }
+        if s.client_ca.is_some() && s.tls_cert.is_none() {
+            return err("[server] client_ca needs tls_cert and tls_key: client certificates exist only over TLS");
+        }
+        if s.client_auth.is_some() && s.client_ca.is_none() {
+            return err("[server] client_auth needs client_ca (the CA bundle client certificates must chain to)");
+        }
+        if !self.client_certs.is_empty() && s.client_ca.is_none() {
+            return err("[[client_cert]] needs [server] client_ca (and tls_cert, tls_key)");
+        }
+        let mut fingerprints = BTreeSet::new();
+        for (i, c) in self.client_certs.iter().enumerate() {
+            let at = format!("[[client_cert]] #{} (principal {:?})", i.saturating_add(1), c.principal);
+            check_name(&format!("{at}: principal"), &c.principal)?;
+            if c.principal == "kernel" {
+                return err(format!("{at}: the principal \"kernel\" is the kernel's own"));
+            }
+            let fp = crate::tls::parse_fingerprint(&c.cert_sha256).map_err(|e| {
+                ConfigError(format!(
+                    "{at}: cert_sha256: {e}; `helm-proxy cert-fingerprint FILE` prints it"
+                ))
+            })?;
+            if !fingerprints.insert(fp) {
+                return err(format!("{at}: the same cert_sha256 appears twice"));
+            }
+            if c.scopes.is_empty() {
+                return err(format!("{at}: scopes is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pinned client certificates.
+    pub fn cert_table(&self) -> crate::tls::CertTable {
+        crate::tls::CertTable::new(
+            self.client_certs
+                .iter()
+                .filter_map(|c| {
+                    let fingerprint = crate::tls::parse_fingerprint(&c.cert_sha256).ok()?;
+                    let mut scopes = c.scopes.clone();
+                    scopes.sort();
+                    scopes.dedup();
+                    Some(crate::tls::CertIdentity {
+                        principal: c.principal.clone(),
+                        fingerprint,
+                        scopes,
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// The listen address.
@@ -591,8 +696,14 @@ impl Config {
         if bundles.is_empty() {
             warnings.push("no policy bundles: every call will be denied (NO_POLICY_DEFINED)".into());
         }
-        if self.tokens.is_empty() {
+        let tls = crate::tls::load(&self.server, self.cert_table())?;
+        if self.tokens.is_empty() && self.client_certs.is_empty() {
             warnings.push("no [[token]]: every API call will be refused with 401".into());
+        }
+        if self.server.client_ca.is_some() && self.client_certs.is_empty() {
+            warnings.push(
+                "[server] client_ca without [[client_cert]]: every client certificate will be refused with 401".into(),
+            );
         }
         if self.store.durability == DurabilityMode::Buffered {
             warnings.push(format!(
@@ -601,7 +712,7 @@ impl Config {
                 self.store.sync_interval_ms
             ));
         }
-        if self.server.allow_remote && !self.listen_addr()?.ip().is_loopback() {
+        if self.server.allow_remote && !self.listen_addr()?.ip().is_loopback() && tls.is_none() {
             warnings.push(format!(
                 "listening on {} beyond loopback: tokens travel in clear text unless TLS is in front",
                 self.server.listen
@@ -615,6 +726,7 @@ impl Config {
             bundles,
             authors,
             tokens: self.token_table(),
+            tls,
             warnings,
         })
     }
@@ -717,6 +829,8 @@ pub struct Prepared {
     pub authors: Vec<[u8; 32]>,
     /// The API tokens.
     pub tokens: TokenTable,
+    /// HTTPS and client certificates (`[server] tls_cert`); `None`: plain HTTP.
+    pub tls: Option<crate::tls::Tls>,
     /// Things an operator should know (unsigned bundles, buffered store, ...).
     pub warnings: Vec<String>,
 }
@@ -885,6 +999,9 @@ impl Prepared {
                 t.principal,
                 scopes.join(",")
             ));
+        }
+        if let Some(t) = &self.tls {
+            out.extend(t.summary.iter().cloned());
         }
         out.push(format!(
             "store         {} ({})",

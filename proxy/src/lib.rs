@@ -11,6 +11,7 @@
 //! - [`openai`]: the governed OpenAI-compatible proxy (`[openai]`), routes beside the
 //!   kernel's.
 //! - [`server`]: listening, housekeeping ticks, graceful shutdown with a final checkpoint.
+//! - [`tls`]: HTTPS (`[server] tls_cert`) and client certificates pinned to principals.
 //!
 //! The API is described in `proxy/openapi.yaml`; configuration and walkthrough in
 //! `proxy/README.md`.
@@ -26,3 +27,4 @@ pub mod mcp;
 pub mod openai;
 mod prom;
 pub mod server;
+pub mod tls;

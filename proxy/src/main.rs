@@ -40,6 +40,12 @@ enum Cmd {
     /// Create API tokens and their configuration entries
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Print the SHA-256 fingerprint of a PEM certificate's DER (the first certificate of the file), for [[client_cert]] cert_sha256
+    CertFingerprint {
+        /// The client certificate (PEM)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// The MCP interceptor on stdio: spawn an MCP server and govern every message between it and our stdin/stdout
     Mcp {
         /// Speak stdio on the client side (the only mode of this subcommand; HTTP is served by `serve` at /mcp/{server})
@@ -195,6 +201,16 @@ fn main() -> ExitCode {
         }
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::Token(t) => token(t),
+        Cmd::CertFingerprint { file } => match helm_proxy::tls::pem_fingerprints(file) {
+            Ok(f) => match f.first() {
+                Some(fp) => {
+                    out(&format!("{}\n", hex::encode(fp)));
+                    ExitCode::SUCCESS
+                }
+                None => fail(2, &format!("{}: no certificate", file.display())),
+            },
+            Err(e) => fail(2, &e.to_string()),
+        },
         Cmd::Mcp {
             stdio: _,
             config,

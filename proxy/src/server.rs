@@ -67,7 +67,8 @@ pub fn open_kernel(config: &Config, prepared: &Prepared) -> Result<Kernel, Serve
 /// ctrl-c; then drains requests in flight and writes a final CHECKPOINT.
 ///
 /// Prints one line to standard output once listening, `helm-proxy listening on
-/// http://ADDR`, so that a supervisor (or a test) learns the port when it was 0.
+/// http://ADDR` (`https://` with `[server] tls_cert`), so that a supervisor (or a test)
+/// learns the port when it was 0.
 pub fn run(config: &Config) -> Result<(), ServeError> {
     let prepared = config.prepare().map_err(ServeError::Config)?;
     for w in &prepared.warnings {
@@ -83,6 +84,7 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         .build()
         .map_err(|e| ServeError::Io(format!("tokio runtime: {e}")))?;
     let max_body = usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX);
+    let tls = prepared.tls.clone();
     let state = AppState::new(kernel.clone(), prepared.tokens, max_body);
     let openai = match &config.openai {
         Some(o) => Some(crate::openai::OpenAi::open(o, kernel.clone(), &config.store.dir).map_err(ServeError::Config)?),
@@ -98,7 +100,7 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         }
         Some(crate::mcp::http::McpHttp::new(shared, state.0.tokens.clone()))
     };
-    let result = runtime.block_on(serve(config, state, kernel.clone(), openai, mcp));
+    let result = runtime.block_on(serve(config, state, kernel.clone(), openai, mcp, tls));
     // Let blocking tasks still running finish before the kernel is dropped.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
@@ -110,6 +112,7 @@ async fn serve(
     kernel: Arc<Kernel>,
     openai: Option<Arc<crate::openai::OpenAi>>,
     mcp: Option<Arc<crate::mcp::http::McpHttp>>,
+    tls: Option<crate::tls::Tls>,
 ) -> Result<(), ServeError> {
     let addr = config.listen_addr().map_err(ServeError::Config)?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -118,14 +121,19 @@ async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Io(format!("listening socket: {e}")))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     log_info!(
-        "listening on http://{local} ({} store, kernel key {})",
+        "listening on {scheme}://{local} ({} store, kernel key {}{})",
         if kernel.is_durable() { "durable" } else { "BUFFERED" },
-        key_string(&kernel.public_key())
+        key_string(&kernel.public_key()),
+        match tls.as_ref().and_then(|t| t.client_auth) {
+            Some(m) => format!(", client certificates {}", m.name()),
+            None => String::new(),
+        }
     );
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "helm-proxy listening on http://{local}");
+        let _ = writeln!(out, "helm-proxy listening on {scheme}://{local}");
         let _ = out.flush();
     }
 
@@ -142,20 +150,34 @@ async fn serve(
         (None, Some(m)) => crate::api::router_with(state, m),
         (None, None) => router(state),
     };
-    let mut server = tokio::spawn(
-        // TCP_NODELAY: streamed answers (SSE) are many small writes; without it Nagle's
-        // algorithm and the client's delayed ACK hold each one for up to 40 ms.
-        axum::serve(
-            axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app,
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
-        .into_future(),
-    );
+    let stopped = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+    let mut server = match &tls {
+        // HTTPS only; each request carries its connection's client certificate
+        // (ConnectInfo<Peer>) for the Authenticated extractor.
+        Some(t) => {
+            let listener = crate::tls::TlsListener::new(listener, t)
+                .map_err(|e| ServeError::Io(format!("listening socket: {e}")))?;
+            tokio::spawn(
+                axum::serve(listener, app.into_make_service_with_connect_info::<crate::tls::Peer>())
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            )
+        }
+        None => tokio::spawn(
+            // TCP_NODELAY: streamed answers (SSE) are many small writes; without it Nagle's
+            // algorithm and the client's delayed ACK hold each one for up to 40 ms.
+            axum::serve(
+                axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                app,
+            )
+            .with_graceful_shutdown(stopped)
+            .into_future(),
+        ),
+    };
     let served = tokio::select! {
         r = &mut server => Some(r),
         s = shutdown_signal() => {
