@@ -3,6 +3,10 @@
 //! Exit codes: 0 success (the server stopped on SIGTERM or ctrl-c); 1 the server could
 //! not run (store locked or damaged, cannot listen); 2 usage or configuration error.
 
+/// mimalloc: fewer instructions per request than the system allocator (proxy/Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
