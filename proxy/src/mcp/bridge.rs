@@ -1107,6 +1107,8 @@ impl Bridge {
             return;
         };
         let mut msg = msg;
+        // The EFFECT to record once the answer is on its way.
+        let mut effect = None;
         match (&p.kind, &mut msg) {
             (Kind::Initialize, Message::Result { result, .. }) => {
                 let v = result.get("protocolVersion").and_then(Value::as_str).map(str::to_owned);
@@ -1178,24 +1180,30 @@ impl Bridge {
                         log_info!("MCP {tool}: task {t}: its EFFECT is written when its result is delivered");
                         self.lock().tasks.insert(t, (intent.clone(), *started));
                     }
-                    None => self.report_later(intent.clone(), status, output, *started),
+                    None => effect = Some((intent.clone(), status, output, *started)),
                 }
             }
             (Kind::TaskResult { task }, _) => {
                 let t = self.lock().tasks.remove(task);
                 if let Some((intent, started)) = t {
                     let (status, output) = outcome(&msg);
-                    self.report_later(intent, status, output, started);
+                    effect = Some((intent, status, output, started));
                 }
             }
             _ => {}
         }
-        let Some(cid) = p.client_id else { return };
-        match &mut msg {
-            Message::Result { id, .. } | Message::Error { id, .. } => *id = cid.clone(),
-            _ => {}
+        if let Some(cid) = p.client_id {
+            match &mut msg {
+                Message::Result { id, .. } | Message::Error { id, .. } => *id = cid.clone(),
+                _ => {}
+            }
+            self.to_client(msg, Some(id_key(&cid)));
         }
-        self.to_client(msg, Some(id_key(&cid)));
+        // The answer goes first (on the stdio runtime a task queued before the writer
+        // would sign the EFFECT before the answer is written).
+        if let Some((intent, status, output, started)) = effect {
+            self.report_later(intent, status, output, started);
+        }
     }
 
     async fn injected_done(self: &Arc<Self>, msg: Message) {
