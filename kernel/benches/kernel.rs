@@ -158,6 +158,26 @@ fn baseline(n: u64) -> (f64, f64) {
     (dalek, start.elapsed().as_nanos() as f64 / n as f64 / 1000.0)
 }
 
+/// The machine's noise floor: p50/p99/p999 of a fixed piece of work about as long as a
+/// decision (three signatures with the kernel's signer and 300 bytes of SHA-256), timed
+/// one at a time like a decision. A tail here is the environment's (timer ticks,
+/// hypervisor exits, the other core), not the kernel's.
+fn noise_floor(n: u64) -> (f64, f64, f64) {
+    let k = KeyFileSigner::from_seed(&seed("kernel"), "bench key");
+    let msg = [7u8; 300];
+    let mut t = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let start = Instant::now();
+        for _ in 0..3 {
+            core::hint::black_box(k.sign(core::hint::black_box(&msg)).unwrap());
+        }
+        core::hint::black_box(sha256(core::hint::black_box(&msg)));
+        t.push(start.elapsed().as_nanos() as u64);
+    }
+    t.sort_unstable();
+    (pct(&t, 0.5), pct(&t, 0.99), pct(&t, 0.999))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--profile") {
         // For `valgrind --tool=callgrind` or `perf record`: buffered decisions only,
@@ -166,6 +186,10 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(500);
+        if std::env::var_os("HELM_BENCH_FLOOR").is_some() {
+            let (f50, f99, f999) = noise_floor(n);
+            println!("noise floor: p50 {f50:.1} us  p99 {f99:.1} us  p999 {f999:.1} us");
+        }
         latency(
             "buffered",
             Durability::Buffered {
@@ -186,6 +210,11 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 2_000 } else { 20_000 };
+    let (f50, f99, f999) = noise_floor(n);
+    println!(
+        "noise floor: a fixed piece of work (3 signatures), timed {n} times: p50 {f50:.1} us  p99 {f99:.1} us  p999 {f999:.1} us (p99 - p50 = {:.1} us)",
+        f99 - f50
+    );
     let (dalek, engine) = baseline(n);
     println!(
         "baseline: two Ed25519 signatures of 300 bytes: {dalek:.1} us (ed25519-dalek), {engine:.1} us ({}): ratio {:.2}",
