@@ -297,7 +297,9 @@ fn median3(mut f: impl FnMut() -> Round) -> Round {
 }
 
 fn proxy_setup(upstream: &str, durability: &str) -> Setup {
-    let s = Setup::with_config(&format!("durability = \"{durability}\""));
+    // HELM_BENCH_SYNC_MS: the buffered store's sync interval (the config's default: 10).
+    let sync = std::env::var("HELM_BENCH_SYNC_MS").unwrap_or_else(|_| "10".into());
+    let s = Setup::with_config(&format!("durability = \"{durability}\"\nsync_interval_ms = {sync}"));
     let bundle = guardian::Bundle::from_toml(BUNDLE).unwrap();
     std::fs::write(
         s.path().join("bundle.signed"),
