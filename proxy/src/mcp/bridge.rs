@@ -1397,6 +1397,10 @@ impl Bridge {
         self.inflight.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
         let me = self.clone();
         tokio::spawn(async move {
+            // Let the task that writes the answer run first: tokio runs a task just
+            // spawned before those already woken (its LIFO slot), so without this the
+            // EFFECT's signature would delay the answer it follows.
+            tokio::task::yield_now().await;
             me.report(intent, status, output, started).await;
             me.inflight.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
         });
