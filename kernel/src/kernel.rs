@@ -223,7 +223,9 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn kernel_error(e: &dyn core::fmt::Display) -> Answer {
+    /// DENY `KERNEL_ERROR` with `e` as the error: what a caller answers when the kernel
+    /// could not be asked (a worker stopped) as well as when it failed.
+    pub fn kernel_error(e: &dyn core::fmt::Display) -> Answer {
         Answer {
             status: Status::Deny,
             reason: "KERNEL_ERROR".into(),

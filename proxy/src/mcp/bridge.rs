@@ -707,17 +707,7 @@ impl Bridge {
         match tokio::task::spawn_blocking(move || (kernel.evaluate(&proposal), proposal)).await {
             Ok((a, p)) => (a, args(p)),
             Err(e) => (
-                Answer {
-                    status: Status::Deny,
-                    reason: "KERNEL_ERROR".into(),
-                    rule: None,
-                    intent: None,
-                    decision: None,
-                    policy: None,
-                    approval: None,
-                    durable: false,
-                    error: Some(format!("the kernel's worker stopped: {e}")),
-                },
+                Answer::kernel_error(&format!("the kernel's worker stopped: {e}")),
                 Value::Null,
             ),
         }

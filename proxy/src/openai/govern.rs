@@ -64,7 +64,8 @@ impl Outcome {
         }
     }
 
-    fn kernel_error() -> Outcome {
+    /// DENY `KERNEL_ERROR`, nothing recorded.
+    pub(crate) fn kernel_error() -> Outcome {
         Outcome {
             status: Status::Deny,
             reason: "KERNEL_ERROR".into(),

@@ -414,13 +414,7 @@ impl ResponsesStream {
                     }
                     // Never decided (cannot happen: terminal_calls names them): not passed.
                     None => {
-                        let o = Outcome {
-                            status: helm_kernel::Status::Deny,
-                            reason: "KERNEL_ERROR".into(),
-                            intent: None,
-                            decision: None,
-                            approval: None,
-                        };
+                        let o = Outcome::kernel_error();
                         *it = replacement(it, &call_of(it), &o);
                     }
                 }
