@@ -887,8 +887,14 @@ impl Kernel {
             drained: Condvar::new(),
             records,
             blob_sync: if durable {
-                let b = blob_sync::BlobSync::start(blobs.clone())
-                    .map_err(|e| KernelError::Store(StoreError::io("start the blob sync thread for", &config.store_dir, None, e)))?;
+                let b = blob_sync::BlobSync::start(blobs.clone()).map_err(|e| {
+                    KernelError::Store(StoreError::io(
+                        "start the blob sync thread for",
+                        &config.store_dir,
+                        None,
+                        e,
+                    ))
+                })?;
                 Some(b)
             } else {
                 None
