@@ -385,7 +385,7 @@ impl Kernel {
         }
     }
 
-    fn commit_job(&self, st: &mut State, job: Job, records: Result<[(Vec<u8>, Hash); 2], KernelError>) -> Outcome {
+    fn commit_job(&self, st: &mut State, mut job: Job, records: Result<[(Vec<u8>, Hash); 2], KernelError>) -> Outcome {
         let committed = match (&st.pipe.failed, records) {
             (Some(f), _) => Err(format!("not written: an earlier decision failed ({f})")),
             (None, Err(e)) => Err(e.to_string()),
@@ -393,7 +393,7 @@ impl Kernel {
                 let mut staged = st.stage();
                 staged.records = vec![ib, db];
                 staged.hashes = vec![ih, dh];
-                staged.salted.push(job.blob.clone());
+                staged.salted.push(core::mem::take(&mut job.blob));
                 self.commit_counted(st, staged, true)
                     .map(|t| (ih, dh, t))
                     .map_err(|e| e.to_string())
