@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -105,21 +104,6 @@ struct HttpUp {
     session: Mutex<Option<HeaderValue>>,
     bridge: Arc<Bridge>,
     max: usize,
-}
-
-/// A header value safe to send as is, or the `=?base64?…?=` sentinel form (2026-07-28).
-fn header_text(s: &str) -> String {
-    let sentinel = s.starts_with("=?base64?") && s.ends_with("?=");
-    let plain = !s.is_empty()
-        && s.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !s.starts_with(' ')
-        && !s.ends_with(' ')
-        && !sentinel;
-    if plain {
-        s.to_owned()
-    } else {
-        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(s))
-    }
 }
 
 impl HttpUp {
@@ -231,7 +215,7 @@ impl HttpUp {
             let name = params
                 .and_then(|p| p.get("name").or_else(|| p.get("uri")))
                 .and_then(Value::as_str);
-            if let Some(n) = name.and_then(|n| HeaderValue::from_str(&header_text(n)).ok()) {
+            if let Some(n) = name.and_then(|n| HeaderValue::from_str(&super::params::encode(n)).ok()) {
                 h.insert("mcp-name", n);
             }
             if method == "tools/call" {
