@@ -61,7 +61,7 @@ fn bundle() -> guardian::Bundle {
     guardian::Bundle::from_toml(&s).unwrap()
 }
 
-fn open(durability: Durability) -> (Kernel, tempfile::TempDir) {
+fn open(durability: Durability) -> (Kernel, tempfile::TempDir, Arc<KeyFileSigner>) {
     let base = std::env::var_os("HELM_BENCH_DIR").map(std::path::PathBuf::from);
     let dir = match base {
         Some(b) => tempfile::tempdir_in(b).unwrap(),
@@ -71,10 +71,31 @@ fn open(durability: Durability) -> (Kernel, tempfile::TempDir) {
     let mut c = KernelConfig::new(dir.path().to_path_buf(), vec![root], chain(), vec![bundle()]);
     c.store.durability = durability;
     c.checkpoint_every = 10_000;
-    let s = KeyFileSigner::from_seed(&seed("kernel"), "bench key");
-    let (k, _) = Kernel::open(c, Arc::new(s), Arc::new(SystemClock)).unwrap();
-    (k, dir)
+    let s = Arc::new(presigning(KeyFileSigner::from_seed(&seed("kernel"), "bench key")));
+    let (k, _) = Kernel::open(c, s.clone(), Arc::new(SystemClock)).unwrap();
+    (k, dir, s)
 }
+
+/// The pool size for presigned nonces, as `helm-proxy serve` uses by default;
+/// `HELM_BENCH_PRESIGN=0` measures without presigning. Waits until the pool is full.
+fn presigning(s: KeyFileSigner) -> KeyFileSigner {
+    let n: usize = std::env::var("HELM_BENCH_PRESIGN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PRESIGN_POOL);
+    if n == 0 {
+        return s;
+    }
+    let s = s.with_presigning(n);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.presign_stats().is_some_and(|(ready, _, _)| ready < n) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s
+}
+
+/// `helm-proxy`'s default `[signer] presign`.
+const PRESIGN_POOL: usize = 4096;
 
 fn proposal(i: u64, allow: bool) -> Proposal {
     let path = if allow { "/workspace/file.txt" } else { "/etc/passwd" };
@@ -92,8 +113,9 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 }
 
 fn latency(name: &str, durability: Durability, n: u64) {
-    let (k, _dir) = open(durability);
+    let (k, _dir, signer) = open(durability);
     for allow in [true, false] {
+        let before = signer.presign_stats();
         let mut t = Vec::with_capacity(n as usize);
         for i in 0..n {
             let p = proposal(i, allow);
@@ -103,8 +125,14 @@ fn latency(name: &str, durability: Durability, n: u64) {
             assert_eq!(a.status == Status::Allow, allow, "{a:?}");
         }
         t.sort_unstable();
+        // How many signatures came from the presigned pool (the rest were made the
+        // ordinary way because it was empty).
+        let pooled = match (before, signer.presign_stats()) {
+            (Some((_, u0, m0)), Some((_, u1, m1))) => format!("  presigned {}/{}", u1 - u0, u1 - u0 + m1 - m0),
+            _ => String::new(),
+        };
         println!(
-            "{name:<9} {:<5} n={n:<6} p50 {:>8.1} us  p99 {:>8.1} us  p999 {:>8.1} us",
+            "{name:<9} {:<5} n={n:<6} p50 {:>8.1} us  p99 {:>8.1} us  p999 {:>8.1} us{pooled}",
             if allow { "allow" } else { "deny" },
             pct(&t, 0.5),
             pct(&t, 0.99),
@@ -114,7 +142,7 @@ fn latency(name: &str, durability: Durability, n: u64) {
 }
 
 fn throughput(callers: u64, secs: u64) -> f64 {
-    let (k, _dir) = open(Durability::Durable);
+    let (k, _dir, _) = open(Durability::Durable);
     let k = Arc::new(k);
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -190,10 +218,16 @@ fn main() {
             let (f50, f99, f999) = noise_floor(n);
             println!("noise floor: p50 {f50:.1} us  p99 {f99:.1} us  p999 {f999:.1} us");
         }
+        // HELM_BENCH_SYNC_MS: the buffered flusher's interval (default 50 ms), to see
+        // how much of the tail its fsyncs cause.
+        let sync_ms = std::env::var("HELM_BENCH_SYNC_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
         latency(
             "buffered",
             Durability::Buffered {
-                sync_interval: Duration::from_millis(50),
+                sync_interval: Duration::from_millis(sync_ms),
             },
             n,
         );

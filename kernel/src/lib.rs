@@ -27,6 +27,7 @@ mod kernel;
 pub mod keyfile;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod presign;
 pub mod signer;
 pub mod store;
 pub mod trust;

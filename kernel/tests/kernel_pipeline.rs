@@ -131,9 +131,23 @@ fn hash(hex_text: &Option<String>) -> Hash {
 
 #[test]
 fn concurrent_decisions_make_one_valid_replayable_stream_and_budgets_hold() {
+    concurrent_decisions(KeyFileSigner::from_seed(&test_seed("kernel-1"), "test key kernel-1"));
+}
+
+/// The same with presigned nonces (what `helm-proxy serve` uses): a small pool, so that
+/// signatures come both from it and the ordinary way; the stream verifies record by
+/// record either way.
+#[test]
+fn concurrent_decisions_with_presigned_nonces() {
+    let s = KeyFileSigner::from_seed(&test_seed("kernel-1"), "test key kernel-1").with_presigning(32);
+    concurrent_decisions(s);
+}
+
+fn concurrent_decisions(signer: KeyFileSigner) {
     let d = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let k = Arc::new(common::open_with(config(d.path()), &clock));
+    let (k, _) = Kernel::open(config(d.path()), Arc::new(signer), Arc::new(clock.clone())).unwrap();
+    let k = Arc::new(k);
     let answers = load(&k, 8, 25);
     let allowed = answers.iter().filter(|a| a.status == Status::Allow).count();
     assert!(answers.iter().all(|a| a.reason != "KERNEL_ERROR"), "{answers:?}");

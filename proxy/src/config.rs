@@ -174,7 +174,16 @@ pub struct SignerSection {
     /// A key on a PKCS#11 token (needs the `pkcs11` feature).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pkcs11: Option<Pkcs11Section>,
+    /// `key_file` only: Ed25519 nonces made ahead of time on idle CPU (pool size;
+    /// default [`DEFAULT_PRESIGN`], 0 turns it off). See `helm_kernel::presign`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presign: Option<usize>,
 }
+
+/// Default `[signer] presign`: 4096 nonces (256 KiB), about 2,000 decisions.
+pub const DEFAULT_PRESIGN: usize = 4096;
+/// Largest `[signer] presign` (64 MiB of nonces).
+const MAX_PRESIGN: usize = 1 << 20;
 
 /// `[trust]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -464,6 +473,12 @@ impl Config {
         if self.server.shutdown_grace_ms > 600_000 {
             return err("[server] shutdown_grace_ms must be at most 600000");
         }
+        if self.signer.pkcs11.is_some() && self.signer.presign.is_some() {
+            return err("[signer] presign applies to key_file only (a PKCS#11 token signs by itself)");
+        }
+        if self.signer.presign.is_some_and(|n| n > MAX_PRESIGN) {
+            return err(format!("[signer] presign: at most {MAX_PRESIGN} nonces"));
+        }
         match (&self.signer.key_file, &self.signer.pkcs11) {
             (Some(_), Some(_)) => return err("[signer] has both key_file and pkcs11: choose one"),
             (_, Some(p)) => {
@@ -735,12 +750,16 @@ impl Config {
         if let Some(p) = &self.signer.pkcs11 {
             return open_pkcs11(p);
         }
+        let presign = self.signer.presign.unwrap_or(DEFAULT_PRESIGN);
         let path = self
             .signer
             .key_file
             .clone()
             .unwrap_or_else(|| PathBuf::from("kernel.key"));
-        let s = KeyFileSigner::load(&path).map_err(|e| ConfigError(format!("[signer] key_file: {e}")))?;
+        let mut s = KeyFileSigner::load(&path).map_err(|e| ConfigError(format!("[signer] key_file: {e}")))?;
+        if presign > 0 {
+            s = s.with_presigning(presign);
+        }
         Ok(Arc::new(s))
     }
 
@@ -1052,6 +1071,8 @@ mod tests {
             ("[[token]]\nprincipal = \"a\"\ntoken_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nscopes = [\"root\"]", "unknown variant"),
             ("listen = \"127.0.0.1:1\"", "unknown field"),
             ("[policy]\nauthors = [\"ed25519:00\"]", "authors"),
+            ("[signer]\npresign = 2000000", "at most"),
+            ("[signer]\npresign = 16\npkcs11 = { module = \"m\", token_label = \"t\", key_label = \"k\", pin_env = \"P\" }", "key_file only"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.0.contains(needle), "{text}: {e}");
