@@ -234,7 +234,12 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--throughput") {
+        // HELM_BENCH_CALLERS=64: one caller count only (for profiling).
+        let only: Option<u64> = std::env::var("HELM_BENCH_CALLERS").ok().and_then(|v| v.parse().ok());
         for callers in [1, 16, 64] {
+            if only.is_some_and(|o| o != callers) {
+                continue;
+            }
             println!(
                 "durable throughput, {callers:>2} callers: {:>8.0} decisions/s",
                 throughput(callers, 3)

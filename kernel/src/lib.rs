@@ -31,6 +31,7 @@ pub mod presign;
 pub mod signer;
 pub mod store;
 pub mod trust;
+mod waiters;
 
 pub use kernel::{
     Answer, Args, AttestationReport, Attested, EffectReport, Kernel, KernelConfig, KernelError, Metrics, OpenReport,

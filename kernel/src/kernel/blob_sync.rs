@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::store::{Store, StoreError, Ticket};
+use crate::waiters::Waiters;
 
 #[derive(Debug, Default)]
 struct Progress {
@@ -20,13 +21,18 @@ struct Progress {
     /// A failure of the blob store (it poisons the store: every later wait fails too).
     failed: Option<String>,
     stop: bool,
+    /// The thread sleeps on `work` (nothing asked for beyond what is durable).
+    idle: bool,
+    /// Callers waiting for their blobs, woken exactly when they are durable.
+    waiters: Waiters,
 }
 
 #[derive(Debug)]
 struct Shared {
     store: Arc<Store>,
     progress: Mutex<Progress>,
-    changed: Condvar,
+    /// Wakes the thread: more is asked for, or stop.
+    work: Condvar,
 }
 
 impl Shared {
@@ -47,7 +53,7 @@ impl BlobSync {
         let shared = Arc::new(Shared {
             store,
             progress: Mutex::new(Progress::default()),
-            changed: Condvar::new(),
+            work: Condvar::new(),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -64,7 +70,10 @@ impl BlobSync {
         let mut p = self.shared.lock();
         if p.wanted.is_none_or(|w| w < t) {
             p.wanted = Some(t);
-            self.shared.changed.notify_all();
+            if p.idle {
+                p.idle = false;
+                self.shared.work.notify_one();
+            }
         }
     }
 
@@ -79,7 +88,13 @@ impl BlobSync {
             if let Some(e) = &p.failed {
                 return Err(e.clone());
             }
-            p = self.shared.changed.wait(p).unwrap_or_else(PoisonError::into_inner);
+            if p.stop {
+                return Err("the kernel is shutting down".into());
+            }
+            let w = p.waiters.add(t.position());
+            drop(p);
+            w.park();
+            p = self.shared.lock();
         }
     }
 }
@@ -94,26 +109,41 @@ fn run(s: &Shared) {
                 }
                 match p.wanted {
                     Some(w) if p.failed.is_none() && p.done.is_none_or(|d| d < w) => break w,
-                    _ => p = s.changed.wait(p).unwrap_or_else(PoisonError::into_inner),
+                    _ => {
+                        p.idle = true;
+                        p = s.work.wait(p).unwrap_or_else(PoisonError::into_inner);
+                    }
                 }
             }
         };
         let r = s.store.wait_durable(t);
         let mut p = s.lock();
         match r {
-            Ok(()) => p.done = Some(p.done.map_or(t, |d| d.max(t))),
+            Ok(()) => {
+                let done = p.done.map_or(t, |d| d.max(t));
+                p.done = Some(done);
+                p.waiters.wake_reached(done.position());
+            }
             // Any failure here poisons the blob store; keep the first cause.
-            Err(StoreError::Poisoned { reason }) => p.failed = Some(reason),
-            Err(e) => p.failed = Some(e.to_string()),
+            Err(e) => {
+                p.failed = Some(match e {
+                    StoreError::Poisoned { reason } => reason,
+                    e => e.to_string(),
+                });
+                p.waiters.wake_all();
+            }
         }
-        s.changed.notify_all();
     }
 }
 
 impl Drop for BlobSync {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.changed.notify_all();
+        {
+            let mut p = self.shared.lock();
+            p.stop = true;
+            p.waiters.wake_all();
+        }
+        self.shared.work.notify_all();
         if let Some(h) = self.thread.take() {
             // The thread never panics; a join error leaves nothing to do.
             let _ = h.join();

@@ -43,6 +43,7 @@ pub use error::StoreError;
 pub use fs::{DirLock, RealFs, SegmentFile, StoreFs};
 pub use sim::SimulatedFs;
 
+use crate::waiters::Waiters;
 pub use format::MAX_FRAME;
 use format::{push_frame, segment_name, valid_record_len, FRAME_OVERHEAD, HEADER_LEN_U64};
 
@@ -168,7 +169,7 @@ struct Inner {
     /// Mirror of `Writer::next_index`, for lock-free ticket checks.
     appended: AtomicU64,
     sync: Mutex<SyncState>,
-    /// Signalled when an `fsync` completes and at shutdown.
+    /// Wakes the buffered mode's flusher at shutdown.
     cv: Condvar,
     poison: OnceLock<String>,
     fsyncs: AtomicU64,
@@ -189,6 +190,9 @@ struct SyncState {
     durable: u64,
     /// A thread is running an `fsync` for everyone.
     syncing: bool,
+    /// Threads waiting for their records to become durable (woken when they are, or
+    /// one to run the next `fsync`).
+    waiters: Waiters,
     shutdown: bool,
 }
 
@@ -253,6 +257,7 @@ impl Store {
             sync: Mutex::new(SyncState {
                 durable: rec.next_index,
                 syncing: false,
+                waiters: Waiters::default(),
                 shutdown: false,
             }),
             cv: Condvar::new(),
@@ -547,16 +552,26 @@ impl Inner {
         Ok(())
     }
 
-    /// Group commit: returns once an `fsync` covering `target` records completed.
+    /// Group commit: returns once an `fsync` covering `target` records completed. The
+    /// first caller runs the `fsync`; callers arriving meanwhile park. When it
+    /// completes, the callers it covers are woken, and one other (if any) to run the
+    /// next `fsync` for everything appended since: nobody is woken just to sleep again.
     fn sync_to(&self, target: u64) -> Result<(), StoreError> {
         let mut s = self.sync_state();
         loop {
-            self.check_poison()?;
+            if let Err(e) = self.check_poison() {
+                // Nobody will run another fsync: let every waiter see the failure.
+                s.waiters.wake_all();
+                return Err(e);
+            }
             if s.durable >= target {
                 return Ok(());
             }
             if s.syncing {
-                s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
+                let w = s.waiters.add(target);
+                drop(s);
+                w.park();
+                s = self.sync_state();
                 continue;
             }
             s.syncing = true;
@@ -565,11 +580,20 @@ impl Inner {
             let synced = self.sync_once(already);
             s = self.sync_state();
             s.syncing = false;
-            if let Ok(n) = synced {
-                s.durable = s.durable.max(n);
+            match synced {
+                Ok(n) => {
+                    s.durable = s.durable.max(n);
+                    let durable = s.durable;
+                    // The next fsync's runner first, so that it starts before the
+                    // covered callers take the cores.
+                    s.waiters.wake_next(durable);
+                    s.waiters.wake_reached(durable);
+                }
+                Err(e) => {
+                    s.waiters.wake_all();
+                    return Err(e);
+                }
             }
-            self.cv.notify_all();
-            synced?;
         }
     }
 
