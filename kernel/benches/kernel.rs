@@ -103,9 +103,22 @@ fn proposal(i: u64, allow: bool) -> Proposal {
         tool: format!("srv/tool_{}", i % 100),
         args: Args::Json(json!({"path": path, "size": 10, "n": i})),
         principal: "agent-1".into(),
-        session: format!("s{}", i % 8),
+        session: format!("s{}", i % sessions()),
         call_id: None,
     }
+}
+
+/// Sessions the proposals are spread over (`HELM_BENCH_SESSIONS`, default 8): each
+/// session is a hash chain, so decisions of one session in flight wait for each other.
+fn sessions() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("HELM_BENCH_SESSIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(8)
+    })
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {

@@ -460,8 +460,17 @@ pub struct Kernel {
     resolved_ttl_ms: u64,
     durable: bool,
     answered: AtomicU64,
+    /// Answers by status, and kernel errors: counted without the kernel's lock (every
+    /// decision ends here; 64 callers would queue for the lock just to count).
+    answers: [AtomicU64; 4],
     wasm: wasm::WasmTools,
 }
+
+/// Indices into `Kernel::answers`.
+const ALLOWS: usize = 0;
+const DENIES: usize = 1;
+const PENDINGS: usize = 2;
+const KERNEL_ERRORS: usize = 3;
 
 /// The key of a call for retries: SHA-256 over tool, canonical arguments, principal
 /// and session, each length-prefixed.
@@ -909,6 +918,7 @@ impl Kernel {
             resolved_ttl_ms: config.resolved_ttl_ms,
             durable,
             answered: AtomicU64::new(0),
+            answers: Default::default(),
             wasm,
         };
         let mut report = OpenReport {
@@ -1174,15 +1184,19 @@ impl Kernel {
 
     fn count_answer(&self, answer: Answer) -> Answer {
         self.answered.fetch_add(1, Ordering::Relaxed);
-        let mut st = self.lock();
-        let m = &mut st.metrics;
-        match answer.status {
-            Status::Allow => m.allow = m.allow.saturating_add(1),
-            Status::Deny => m.deny = m.deny.saturating_add(1),
-            Status::Pending => m.pending = m.pending.saturating_add(1),
-        }
+        let status = match answer.status {
+            Status::Allow => ALLOWS,
+            Status::Deny => DENIES,
+            Status::Pending => PENDINGS,
+        };
+        let count = |i: usize| {
+            if let Some(c) = self.answers.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        count(status);
         if answer.reason == "KERNEL_ERROR" {
-            m.kernel_errors = m.kernel_errors.saturating_add(1);
+            count(KERNEL_ERRORS);
         }
         answer
     }
@@ -1584,6 +1598,12 @@ impl Kernel {
         let st = self.lock();
         let mut m = st.metrics.clone();
         m.records = st.count;
+        drop(st);
+        let count = |i: usize| self.answers.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+        m.allow = count(ALLOWS);
+        m.deny = count(DENIES);
+        m.pending = count(PENDINGS);
+        m.kernel_errors = count(KERNEL_ERRORS);
         m
     }
 
