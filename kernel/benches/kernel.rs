@@ -154,15 +154,22 @@ fn latency(name: &str, durability: Durability, n: u64) {
     }
 }
 
-fn throughput(callers: u64, secs: u64) -> f64 {
+/// Durable throughput with `callers` threads for `secs` seconds: decisions/s, and per
+/// decision the process's CPU time (all threads, from `/proc/self/stat`) and the
+/// callers' context switches (from `/proc/thread-self/status`). On a shared machine
+/// the last two move far less than the rate.
+fn throughput(callers: u64, secs: u64) -> (f64, f64, f64) {
     let (k, _dir, _) = open(Durability::Durable);
     let k = Arc::new(k);
     let done = Arc::new(AtomicU64::new(0));
+    let switches = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_ticks();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let threads: Vec<_> = (0..callers)
         .map(|c| {
-            let (k, done) = (k.clone(), done.clone());
+            let (k, done, switches) = (k.clone(), done.clone(), switches.clone());
             std::thread::spawn(move || {
+                let before = context_switches();
                 let mut i = c * 1_000_000;
                 while Instant::now() < deadline {
                     let a = k.evaluate(&proposal(i, true));
@@ -170,13 +177,44 @@ fn throughput(callers: u64, secs: u64) -> f64 {
                     done.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
+                switches.fetch_add(context_switches() - before, Ordering::Relaxed);
             })
         })
         .collect();
     for t in threads {
         t.join().unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / secs as f64
+    let n = done.load(Ordering::Relaxed) as f64;
+    // Clock ticks are 10 ms (USER_HZ = 100 on Linux).
+    let cpu_us = (cpu_ticks() - cpu0) as f64 * 10_000.0;
+    (n / secs as f64, cpu_us / n, switches.load(Ordering::Relaxed) as f64 / n)
+}
+
+/// User + system CPU time of this process so far, in clock ticks (0 if unknown).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime
+    // the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// This thread's voluntary and involuntary context switches so far (0 if unknown).
+fn context_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+fn print_throughput(callers: u64, secs: u64) {
+    let (rate, cpu, switches) = throughput(callers, secs);
+    println!(
+        "durable throughput, {callers:>2} callers: {rate:>8.0} decisions/s  (CPU {cpu:.1} us/decision, {switches:.2} context switches/decision)"
+    );
 }
 
 /// Two bare signatures of 300 bytes, in µs: with ed25519-dalek, and with the kernel's
@@ -253,10 +291,7 @@ fn main() {
             if only.is_some_and(|o| o != callers) {
                 continue;
             }
-            println!(
-                "durable throughput, {callers:>2} callers: {:>8.0} decisions/s",
-                throughput(callers, 3)
-            );
+            print_throughput(callers, 3);
         }
         return;
     }
@@ -283,9 +318,6 @@ fn main() {
     latency("durable", Durability::Durable, n / 10);
     let secs = if quick { 1 } else { 3 };
     for callers in [1, 16, 64] {
-        println!(
-            "durable throughput, {callers:>2} callers: {:>8.0} decisions/s",
-            throughput(callers, secs)
-        );
+        print_throughput(callers, secs);
     }
 }
