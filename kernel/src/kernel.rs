@@ -324,6 +324,8 @@ pub struct OpenReport {
     pub pending_approvals: usize,
     /// `sandbox-module` ATTESTATIONs added for WASM tools not attested yet.
     pub modules_attested: usize,
+    /// Approver signatures below quorum counted again from the approvals log.
+    pub approver_signatures_restored: usize,
 }
 
 /// Counters for `/metrics`.
@@ -448,6 +450,9 @@ pub struct Kernel {
     /// has its turn (see [`pipeline`]).
     drained: Condvar,
     records: Store,
+    /// Approver signatures below quorum (spec/kernel.md §4): 128-byte entries
+    /// `escalation id ‖ approver key ‖ signature`, re-checked when loaded.
+    approvals_log: Store,
     blobs: Arc<Store>,
     /// Durable mode: the blob store's fsync, run beside the record store's.
     blob_sync: Option<blob_sync::BlobSync>,
@@ -465,6 +470,9 @@ pub struct Kernel {
     answers: [AtomicU64; 4],
     wasm: wasm::WasmTools,
 }
+
+/// An approvals-log entry: escalation id (32) ‖ approver key (32) ‖ signature (64).
+const APPROVAL_ENTRY: usize = 128;
 
 /// Indices into `Kernel::answers`.
 const ALLOWS: usize = 0;
@@ -841,7 +849,10 @@ impl Kernel {
             Store::open_with(&config.store_dir.join("records"), config.store.clone(), fs.clone())?;
         let mut blob_options = config.store.clone();
         blob_options.max_record = crate::store::MAX_FRAME;
-        let (blobs, _) = Store::open_with(&config.store_dir.join("blobs"), blob_options, fs)?;
+        let (blobs, _) = Store::open_with(&config.store_dir.join("blobs"), blob_options, fs.clone())?;
+        let mut log_options = config.store.clone();
+        log_options.max_record = APPROVAL_ENTRY;
+        let (approvals_log, _) = Store::open_with(&config.store_dir.join("approvals"), log_options, fs)?;
         let blobs = Arc::new(blobs);
         let durable = matches!(config.store.durability, crate::store::Durability::Durable);
         let mut st = State::default();
@@ -895,6 +906,7 @@ impl Kernel {
             state: Mutex::new(st),
             drained: Condvar::new(),
             records,
+            approvals_log,
             blob_sync: if durable {
                 let b = blob_sync::BlobSync::start(blobs.clone()).map_err(|e| {
                     KernelError::Store(StoreError::io(
@@ -929,6 +941,7 @@ impl Kernel {
             policies_added: 0,
             pending_approvals: 0,
             modules_attested: 0,
+            approver_signatures_restored: 0,
         };
         let ticket = {
             let mut st = kernel.lock();
@@ -993,6 +1006,7 @@ impl Kernel {
         };
         kernel.wait(ticket)?;
         report.modules_attested = kernel.attest_modules(&wasm_tools)?;
+        report.approver_signatures_restored = kernel.restore_approver_signatures()?;
         report.pending_approvals = kernel
             .lock()
             .escalations
@@ -1000,6 +1014,41 @@ impl Kernel {
             .filter(|e| e.state == EscState::Pending)
             .count();
         Ok((kernel, report))
+    }
+
+    /// Counts again the approver signatures of the approvals log that still count: the
+    /// escalation is pending, the key is active with its role, the signature verifies
+    /// over its challenge, and the key was not counted yet. Others (resolved
+    /// escalations, retired keys, a damaged entry) are skipped: the log only saves
+    /// approvers a second submission, it never admits anything by itself.
+    fn restore_approver_signatures(&self) -> Result<usize, KernelError> {
+        let mut st = self.lock();
+        let mut restored = 0usize;
+        self.approvals_log.for_each_record(|_, entry| {
+            let parts = (
+                entry.get(..32).and_then(|b| <Hash>::try_from(b).ok()),
+                entry.get(32..64).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                entry.get(64..APPROVAL_ENTRY).and_then(|b| <[u8; 64]>::try_from(b).ok()),
+            );
+            let (Some(id), Some(approver), Some(signature)) = parts else {
+                return Ok::<(), StoreError>(());
+            };
+            let counts = st.escalations.get(&id).is_some_and(|e| {
+                e.state == EscState::Pending
+                    && !e.sigs.contains_key(&approver)
+                    && (e.sigs.len() as u64).saturating_add(1) < e.quorum
+                    && st.registry.active(&approver, &e.role)
+                    && verify_core::verify_signature(&approver, &approval_challenge(&id), &signature)
+            });
+            if counts {
+                if let Some(e) = st.escalations.get_mut(&id) {
+                    e.sigs.insert(approver, signature);
+                    restored = restored.saturating_add(1);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(restored)
     }
 
     /// Verifies the whole store followed by `extra` records as one stream.
@@ -1514,12 +1563,20 @@ impl Kernel {
             let mut sigs = esc.sigs.clone();
             sigs.insert(approver, signature);
             if (sigs.len() as u64) < esc.quorum {
+                // Below quorum: the signature is kept in the approvals log, so that a
+                // restart does not ask the approver again; answered once it is durable.
+                let mut entry = Vec::with_capacity(APPROVAL_ENTRY);
+                entry.extend_from_slice(id);
+                entry.extend_from_slice(&approver);
+                entry.extend_from_slice(&signature);
+                let ticket = self.approvals_log.append(&[&entry]).map_err(|e| kerr(e.into()))?;
                 if let Some(e) = st.escalations.get_mut(id) {
                     e.sigs = sigs;
                 }
-                return self
-                    .pending_view(&st, id)
-                    .ok_or_else(|| refuse("UNKNOWN_APPROVAL", "gone"));
+                let view = self.pending_view(&st, id);
+                drop(st);
+                self.approvals_log.wait_durable(ticket).map_err(|e| kerr(e.into()))?;
+                return view.ok_or_else(|| refuse("UNKNOWN_APPROVAL", "gone"));
             }
             let list: Vec<([u8; 32], [u8; 64])> = sigs.into_iter().collect();
             staged

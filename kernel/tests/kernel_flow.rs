@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use helm_kernel::clock::ManualClock;
-use helm_kernel::{Args, EffectReport, Proposal, Status};
+use helm_kernel::{Args, EffectReport, Kernel, Proposal, Status};
 use serde_json::json;
 use verify_core::{approval_challenge, Body, EffectStatus, Hash, Kind, Record};
 
@@ -346,4 +346,74 @@ fn call_ids_find_their_intent_across_restarts_until_the_effect() {
     drop(k);
     let k = open(dir.path(), &clock);
     assert_eq!(k.intent_for_call("agent-7", "call_abc123"), None);
+}
+
+/// An approver's signature below quorum survives a restart (the approvals log): after
+/// the restart it is counted, the same approver is a duplicate, and a second approver
+/// reaches the quorum. An entry that no longer counts (a damaged or mis-bound
+/// signature) is skipped, never admitted.
+#[test]
+fn approver_signatures_below_quorum_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let deploy = call("deploy", json!({"env": "prod"}), "s1");
+    let (a1, a2) = (signer("approver-1"), signer("approver-2"));
+    let id = {
+        let k = open(dir.path(), &clock);
+        let e = k.evaluate(&deploy);
+        assert_eq!(e.status, Status::Pending);
+        let id = h(&e.approval.unwrap().id);
+        clock.advance(1500);
+        let one = k
+            .submit_approval(&id, a1.public_key(), a1.sign(&approval_challenge(&id)))
+            .unwrap();
+        assert_eq!((one.state.as_str(), one.approvers.len()), ("pending", 1));
+        id
+    };
+    // A forged entry in the log (a signature over another challenge) is not counted.
+    {
+        let (log, _) = helm_kernel::store::Store::open(
+            &dir.path().join("approvals"),
+            helm_kernel::store::StoreOptions::default(),
+        )
+        .unwrap();
+        let mut forged = id.to_vec();
+        forged.extend_from_slice(&a2.public_key());
+        forged.extend_from_slice(&a2.sign(&approval_challenge(&[7; 32])));
+        let t = log.append(&[&forged]).unwrap();
+        log.wait_durable(t).unwrap();
+    }
+    let (k, report) = Kernel::open(
+        config(dir.path()),
+        std::sync::Arc::new(helm_kernel::signer::KeyFileSigner::from_seed(
+            &test_seed("kernel-1"),
+            "test key kernel-1",
+        )),
+        std::sync::Arc::new(clock.clone()),
+    )
+    .unwrap();
+    assert_eq!(report.approver_signatures_restored, 1);
+    let view = k.approval(&id).unwrap();
+    assert_eq!(view.approvers, vec![hex::encode(a1.public_key())]);
+    let dup = k
+        .submit_approval(&id, a1.public_key(), a1.sign(&approval_challenge(&id)))
+        .unwrap_err();
+    assert_eq!(dup.code, "APPROVAL_DUPLICATE");
+    let two = k
+        .submit_approval(&id, a2.public_key(), a2.sign(&approval_challenge(&id)))
+        .unwrap();
+    assert_eq!(two.state, "approved");
+    assert_eq!(k.evaluate(&deploy).reason, "APPROVAL_GRANTED");
+    drop(k);
+    let records = records(dir.path());
+    verify(&records);
+    let approval = records
+        .iter()
+        .map(|r| Record::decode(r).unwrap())
+        .find(|r| r.kind == Kind::Approval)
+        .unwrap();
+    let Body::Approval { approvals } = approval.body else {
+        panic!("not an APPROVAL body");
+    };
+    assert_eq!(approvals.len(), 2);
 }
