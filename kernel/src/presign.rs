@@ -82,6 +82,23 @@ pub(crate) struct Presigner {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl State {
+    /// Takes the last pair out of the pool, leaving zeros in its place (a plain `pop`
+    /// would leave a copy of the nonce in the pool's buffer).
+    fn take(&mut self) -> Option<Nonce> {
+        let last = self.pool.last_mut()?;
+        let n = core::mem::replace(
+            last,
+            Nonce {
+                r: Scalar::ZERO,
+                big_r: [0; 32],
+            },
+        );
+        self.pool.pop();
+        Some(n)
+    }
+}
+
 impl Presigner {
     /// Starts the generator thread for the key `seed` (public key `public`), which
     /// makes pairs with `engine` until `capacity` are ready. `None` (the signer then
@@ -139,7 +156,7 @@ impl Presigner {
     pub(crate) fn sign(&self, message: &[u8]) -> Option<[u8; 64]> {
         let nonce = {
             let mut st = self.shared.lock();
-            let n = st.pool.pop();
+            let n = st.take();
             if n.is_some() {
                 st.used = st.used.saturating_add(1);
             } else {
