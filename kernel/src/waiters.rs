@@ -5,33 +5,58 @@
 //! every `fsync`; with 64 callers, most of them only find that their record is not
 //! covered yet and go back to sleep. On two cores those wasted context switches cost as
 //! much as the decisions themselves. Here each waiter registers its target under the
-//! owner's lock and parks; whoever advances the counter wakes the waiters it covers,
-//! and one more to run the next `fsync`.
+//! owner's lock and parks; whoever advances the counter takes the waiters it covers out
+//! of the list under the lock and wakes them after releasing it, telling them they are
+//! done (so they return without taking the lock again), and wakes one more to run the
+//! next `fsync`.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
+
+/// Still waiting.
+const WAITING: u8 = 0;
+/// The target was reached: return.
+const DONE: u8 = 1;
+/// Look again under the owner's lock (run the next `fsync`, or a failure).
+const RECHECK: u8 = 2;
+
+/// Why a parked thread was woken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// Its target was reached.
+    Done,
+    /// Something else changed: check the state again under the owner's lock.
+    Recheck,
+}
 
 /// One parked thread.
 #[derive(Debug)]
 pub(crate) struct Waiter {
-    woken: AtomicBool,
+    state: AtomicU8,
     thread: Thread,
 }
 
 impl Waiter {
     /// Parks the calling thread (the one that registered) until it is woken. Call it
-    /// after releasing the lock the registration was made under; then re-check the
-    /// condition under that lock (a waiter is also woken to take over a duty, or when
-    /// the owner shuts down or fails).
-    pub(crate) fn park(&self) {
-        while !self.woken.load(Ordering::Acquire) {
-            thread::park();
+    /// after releasing the lock the registration was made under.
+    pub(crate) fn park(&self) -> Wake {
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                WAITING => thread::park(),
+                DONE => return Wake::Done,
+                _ => return Wake::Recheck,
+            }
         }
     }
 
-    fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
+    /// Wakes the thread with `why`.
+    pub(crate) fn wake(&self, why: Wake) {
+        let state = match why {
+            Wake::Done => DONE,
+            Wake::Recheck => RECHECK,
+        };
+        self.state.store(state, Ordering::Release);
         self.thread.unpark();
     }
 }
@@ -46,18 +71,19 @@ impl Waiters {
     /// Registers the calling thread as waiting for the counter to reach `target`.
     pub(crate) fn add(&mut self, target: u64) -> Arc<Waiter> {
         let w = Arc::new(Waiter {
-            woken: AtomicBool::new(false),
+            state: AtomicU8::new(WAITING),
             thread: thread::current(),
         });
         self.list.push((target, w.clone()));
         w
     }
 
-    /// Wakes every waiter whose target is at most `reached`.
-    pub(crate) fn wake_reached(&mut self, reached: u64) {
+    /// Takes out every waiter whose target is at most `reached`, to be woken with
+    /// [`Wake::Done`] once the owner's lock is released.
+    pub(crate) fn take_reached(&mut self, reached: u64, out: &mut Vec<Arc<Waiter>>) {
         self.list.retain(|(target, w)| {
             if *target <= reached {
-                w.wake();
+                out.push(w.clone());
                 false
             } else {
                 true
@@ -65,26 +91,23 @@ impl Waiters {
         });
     }
 
-    /// Wakes the waiter with the lowest target above `reached`, if any (to take over a
-    /// duty: the next `fsync`).
-    pub(crate) fn wake_next(&mut self, reached: u64) {
-        let lowest = self
+    /// Takes out the waiter with the lowest target above `reached`, if any: the one to
+    /// wake (with [`Wake::Recheck`]) to take over a duty, the next `fsync`.
+    pub(crate) fn take_next(&mut self, reached: u64) -> Option<Arc<Waiter>> {
+        let i = self
             .list
             .iter()
             .enumerate()
             .filter(|(_, (target, _))| *target > reached)
             .min_by_key(|(_, (target, _))| *target)
-            .map(|(i, _)| i);
-        if let Some(i) = lowest {
-            let (_, w) = self.list.swap_remove(i);
-            w.wake();
-        }
+            .map(|(i, _)| i)?;
+        Some(self.list.swap_remove(i).1)
     }
 
-    /// Wakes everyone (shutdown, failure).
+    /// Wakes everyone with [`Wake::Recheck`] (shutdown, failure).
     pub(crate) fn wake_all(&mut self) {
         for (_, w) in self.list.drain(..) {
-            w.wake();
+            w.wake(Wake::Recheck);
         }
     }
 
@@ -116,15 +139,26 @@ mod tests {
                         }
                         g.1.add(target)
                     };
-                    w.park();
+                    if w.park() == Wake::Done {
+                        return state.lock().unwrap().0;
+                    }
                 })
             })
             .collect();
         for step in [3u64, 7, 12, 16] {
             thread::sleep(core::time::Duration::from_millis(20));
-            let mut g = state.lock().unwrap();
-            g.0 = step;
-            g.1.wake_reached(step);
+            let mut woken = Vec::new();
+            {
+                let mut g = state.lock().unwrap();
+                g.0 = step;
+                g.1.take_reached(step, &mut woken);
+                if let Some(next) = g.1.take_next(step) {
+                    woken.push(next);
+                }
+            }
+            for w in woken {
+                w.wake(Wake::Recheck);
+            }
         }
         for (i, t) in threads.into_iter().enumerate() {
             let seen = t.join().unwrap();

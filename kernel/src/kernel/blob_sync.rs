@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::store::{Store, StoreError, Ticket};
-use crate::waiters::Waiters;
+use crate::waiters::{Waiters, Wake};
 
 #[derive(Debug, Default)]
 struct Progress {
@@ -93,7 +93,9 @@ impl BlobSync {
             }
             let w = p.waiters.add(t.position());
             drop(p);
-            w.park();
+            if w.park() == Wake::Done {
+                return Ok(());
+            }
             p = self.shared.lock();
         }
     }
@@ -122,7 +124,12 @@ fn run(s: &Shared) {
             Ok(()) => {
                 let done = p.done.map_or(t, |d| d.max(t));
                 p.done = Some(done);
-                p.waiters.wake_reached(done.position());
+                let mut woken = Vec::new();
+                p.waiters.take_reached(done.position(), &mut woken);
+                drop(p);
+                for w in woken {
+                    w.wake(Wake::Done);
+                }
             }
             // Any failure here poisons the blob store; keep the first cause.
             Err(e) => {

@@ -43,7 +43,7 @@ pub use error::StoreError;
 pub use fs::{DirLock, RealFs, SegmentFile, StoreFs};
 pub use sim::SimulatedFs;
 
-use crate::waiters::Waiters;
+use crate::waiters::{Waiters, Wake};
 pub use format::MAX_FRAME;
 use format::{push_frame, segment_name, valid_record_len, FRAME_OVERHEAD, HEADER_LEN_U64};
 
@@ -570,7 +570,9 @@ impl Inner {
             if s.syncing {
                 let w = s.waiters.add(target);
                 drop(s);
-                w.park();
+                if w.park() == Wake::Done {
+                    return Ok(());
+                }
                 s = self.sync_state();
                 continue;
             }
@@ -584,10 +586,19 @@ impl Inner {
                 Ok(n) => {
                     s.durable = s.durable.max(n);
                     let durable = s.durable;
-                    // The next fsync's runner first, so that it starts before the
-                    // covered callers take the cores.
-                    s.waiters.wake_next(durable);
-                    s.waiters.wake_reached(durable);
+                    // Woken after the lock is released: the next fsync's runner first,
+                    // so that it starts before the covered callers take the cores.
+                    let mut woken = Vec::new();
+                    let next = s.waiters.take_next(durable);
+                    s.waiters.take_reached(durable, &mut woken);
+                    drop(s);
+                    if let Some(w) = next {
+                        w.wake(Wake::Recheck);
+                    }
+                    for w in woken {
+                        w.wake(Wake::Done);
+                    }
+                    s = self.sync_state();
                 }
                 Err(e) => {
                     s.waiters.wake_all();
