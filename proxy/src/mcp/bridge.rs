@@ -124,7 +124,18 @@ impl ClientSink {
 
 /// The key of an id: its JSON text (`1` and `"1"` differ).
 pub fn id_key(id: &Value) -> String {
-    id.to_string()
+    // The same text as `Display` (compact JSON), written straight into the string's
+    // buffer rather than through `fmt::Write` (an id key is made several times per
+    // message).
+    match id.as_u64() {
+        Some(u) => u.to_string(),
+        None => json_text(id),
+    }
+}
+
+/// Compact JSON text of a value (what `Display` writes), without the `fmt` machinery.
+pub fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 #[derive(Clone, Debug)]
@@ -691,7 +702,13 @@ impl Bridge {
             args: Args::Json(args),
             principal: self.principal.clone(),
             session: self.session.clone(),
-            call_id: call_id.map(|c| c.chars().take(256).collect()),
+            call_id: call_id.map(|mut c| {
+                // At most 256 characters (cut at a character boundary, not copied char by char).
+                if let Some((i, _)) = c.char_indices().nth(256) {
+                    c.truncate(i);
+                }
+                c
+            }),
         };
         let args = |p: Proposal| match p.args {
             Args::Json(v) => v,

@@ -94,6 +94,9 @@ pub fn start_upstream(
     }
 }
 
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 #[derive(Debug)]
@@ -162,15 +165,16 @@ impl HttpUp {
     }
 
     fn request(&self, method: Method, uri: &Uri, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Full::new(body))
-            .map_err(|e| format!("request: {e}"))?;
+        // Method and URI are valid already: no builder (it re-checks them per request).
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.clone();
         let h = req.headers_mut();
-        h.extend(self.headers.clone());
+        if !self.headers.is_empty() {
+            h.extend(self.headers.clone());
+        }
         if let Some(s) = self.session() {
-            h.insert("mcp-session-id", s);
+            h.insert(MCP_SESSION_ID, s);
         }
         Ok(req)
     }
@@ -206,7 +210,7 @@ impl HttpUp {
                 .map(|r| HeaderValue::from_static(r.name())),
         };
         if let Some(v) = version {
-            h.insert("mcp-protocol-version", v);
+            h.insert(MCP_PROTOCOL_VERSION, v);
         }
         if let (Some(_), Some(method), Some(_)) = (declared, method, up_id) {
             if let Ok(m) = HeaderValue::from_str(method) {
@@ -237,7 +241,7 @@ impl HttpUp {
             Err(_) => return self.fail(up_id, "POST: no answer in 30 s").await,
         };
         if is_init {
-            if let Some(s) = resp.headers().get("mcp-session-id") {
+            if let Some(s) = resp.headers().get(MCP_SESSION_ID) {
                 *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s.clone());
             }
         }
@@ -324,7 +328,7 @@ impl HttpUp {
             .filter(|r| *r >= Rev::V2025_06_18)
             .and_then(|r| HeaderValue::from_str(r.name()).ok())
         {
-            req.headers_mut().insert("mcp-protocol-version", v);
+            req.headers_mut().insert(MCP_PROTOCOL_VERSION, v);
         }
         if let Ok(resp) = self.client.request(req).await {
             if resp.status().is_success() {
@@ -356,7 +360,7 @@ impl HttpUp {
         }
         if let Some(s) = self.session() {
             if let Ok(mut req) = self.request(Method::DELETE, &self.url, Bytes::new()) {
-                req.headers_mut().insert("mcp-session-id", s);
+                req.headers_mut().insert(MCP_SESSION_ID, s);
                 let _ = tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await;
             }
         }
@@ -471,16 +475,27 @@ impl HttpUp {
     }
 }
 
-async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, String> {
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, String> {
+    // Most answers come in one frame: kept as is, copied only when a second one comes.
+    let mut first: Option<Bytes> = None;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("reading the upstream's answer: {e}"))?;
         if let Ok(d) = frame.into_data() {
-            if out.len().saturating_add(d.len()) > max {
+            let have = first.as_ref().map_or(0, Bytes::len).saturating_add(out.len());
+            if have.saturating_add(d.len()) > max {
                 return Err(format!("the upstream's answer exceeds {max} bytes"));
             }
-            out.extend_from_slice(&d);
+            match first.take() {
+                None if out.is_empty() => first = Some(d),
+                f => {
+                    if let Some(f) = f {
+                        out.extend_from_slice(&f);
+                    }
+                    out.extend_from_slice(&d);
+                }
+            }
         }
     }
-    Ok(out)
+    Ok(first.unwrap_or_else(|| Bytes::from(out)))
 }
