@@ -31,6 +31,9 @@ use crate::log::{log_error, log_info, log_warn};
 const LISTING_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a held call looks at its approval.
 const APPROVAL_POLL: Duration = Duration::from_millis(50);
+/// How long an EFFECT may wait for the conversation's next message to go upstream
+/// before it is recorded anyway (see [`Bridge::report_later`]).
+const EFFECT_DEFER: Duration = Duration::from_millis(2);
 
 /// What every conversation shares: the kernel, the settings and the pins.
 #[derive(Debug)]
@@ -124,7 +127,18 @@ impl ClientSink {
 
 /// The key of an id: its JSON text (`1` and `"1"` differ).
 pub fn id_key(id: &Value) -> String {
-    id.to_string()
+    // The same text as `Display` (compact JSON), written straight into the string's
+    // buffer rather than through `fmt::Write` (an id key is made several times per
+    // message).
+    match id.as_u64() {
+        Some(u) => u.to_string(),
+        None => json_text(id),
+    }
+}
+
+/// Compact JSON text of a value (what `Display` writes), without the `fmt` machinery.
+pub fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 #[derive(Clone, Debug)]
@@ -193,6 +207,8 @@ pub struct Bridge {
     client: ClientSink,
     st: Mutex<State>,
     inflight: core::sync::atomic::AtomicUsize,
+    /// Signalled each time a message goes upstream: EFFECTs waiting to be recorded go.
+    upstream_sent: tokio::sync::Notify,
 }
 
 /// What a governed request came to.
@@ -221,6 +237,7 @@ impl Bridge {
             client,
             st: Mutex::new(State::default()),
             inflight: core::sync::atomic::AtomicUsize::new(0),
+            upstream_sent: tokio::sync::Notify::new(),
         })
     }
 
@@ -362,6 +379,7 @@ impl Bridge {
         let v = msg.into_value();
         trace("to upstream", &v);
         let _ = self.up.send(v);
+        self.upstream_sent.notify_waiters();
         Some(up)
     }
 
@@ -691,7 +709,13 @@ impl Bridge {
             args: Args::Json(args),
             principal: self.principal.clone(),
             session: self.session.clone(),
-            call_id: call_id.map(|c| c.chars().take(256).collect()),
+            call_id: call_id.map(|mut c| {
+                // At most 256 characters (cut at a character boundary, not copied char by char).
+                if let Some((i, _)) = c.char_indices().nth(256) {
+                    c.truncate(i);
+                }
+                c
+            }),
         };
         let args = |p: Proposal| match p.args {
             Args::Json(v) => v,
@@ -1353,8 +1377,13 @@ impl Bridge {
     }
 
     async fn report(&self, intent: String, status: EffectStatus, output: Vec<u8>, started: Instant) {
+        self.report_ms(intent, status, output, started.elapsed()).await;
+    }
+
+    /// Records an EFFECT whose call took `took`.
+    async fn report_ms(&self, intent: String, status: EffectStatus, output: Vec<u8>, took: Duration) {
         let Ok(intent_hash) = hex32(&intent) else { return };
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         let report = EffectReport {
             intent: intent_hash,
             principal: self.principal.clone(),
@@ -1383,15 +1412,27 @@ impl Bridge {
     /// Records an EFFECT off the answer's path: the answer is relayed at once, the
     /// record follows (a crash in between leaves the ALLOW without its EFFECT, which
     /// verification shows as an unused permit). [`Bridge::drain`] waits for them.
+    ///
+    /// With a buffered store the EFFECT is signed and appended on the runtime's
+    /// thread, and a client that got its answer typically sends its next message at
+    /// once: the EFFECT is recorded once that message has gone upstream (while the
+    /// upstream works on it), or after [`EFFECT_DEFER`] at the latest, rather than in
+    /// front of it. (A durable store records it on the blocking pool: at once, its
+    /// fsync overlapping the client's next message.) Its `duration_ms` is the call's,
+    /// measured now.
     fn report_later(self: &Arc<Self>, intent: String, status: EffectStatus, output: Vec<u8>, started: Instant) {
         self.inflight.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+        let took = started.elapsed();
         let me = self.clone();
         tokio::spawn(async move {
-            // Let the task that writes the answer run first: tokio runs a task just
-            // spawned before those already woken (its LIFO slot), so without this the
-            // EFFECT's signature would delay the answer it follows.
+            if !me.shared.kernel.is_durable() {
+                let _ = tokio::time::timeout(EFFECT_DEFER, me.upstream_sent.notified()).await;
+            }
+            // Then after the tasks already woken (the one writing that message
+            // upstream among them): a task woken from a running one is run next
+            // (tokio's LIFO slot), a yielding one after all those ready.
             tokio::task::yield_now().await;
-            me.report(intent, status, output, started).await;
+            me.report_ms(intent, status, output, took).await;
             me.inflight.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
         });
     }

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::bridge::{id_key, Bridge, ClientSink, McpShared, ToClient};
+use super::bridge::{id_key, json_text, Bridge, ClientSink, McpShared, ToClient};
 use super::protocol::{code, parse_bytes, Incoming, Message, Rev, MODERN_VERSIONS};
 use super::upstream::{start_upstream, UpstreamSpec};
 use super::{random_id, sse};
@@ -163,7 +163,7 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if let Some(tx) = sse_tx {
-            let _ = tx.send(Bytes::from(sse::encode(None, Some("message"), &m.msg.to_string())));
+            let _ = tx.send(Bytes::from(sse::encode(None, Some("message"), &json_text(&m.msg))));
             return;
         }
         let mut r = self.routes();
@@ -209,7 +209,7 @@ impl Session {
             let ev = Bytes::from(sse::encode(
                 Some(&format!("{sid}-{seq}")),
                 Some("message"),
-                &m.msg.to_string(),
+                &json_text(&m.msg),
             ));
             if st.events.len() >= REPLAY_EVENTS {
                 st.events.pop_front();
@@ -260,8 +260,14 @@ fn posted(inc: &Incoming) -> Posted {
 
 /// A JSON-RPC error as an HTTP response.
 fn rpc_error(status: StatusCode, id: Value, c: i64, message: &str, data: Option<Value>) -> Response {
-    let body = Message::error(id, c, message, data).to_value();
-    let mut r = (status, body.to_string()).into_response();
+    let body = Message::error(id, c, message, data).into_value();
+    json_response(status, &body)
+}
+
+/// A JSON body as an HTTP response: the text written once, handed to hyper as is.
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut r = Response::new(Body::from(serde_json::to_vec(body).unwrap_or_default()));
+    *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -747,7 +753,13 @@ async fn exchange_as(
         return r;
     }
     let want_sse = accepts(headers, "text/event-stream");
-    let (tx, rx) = mpsc::unbounded_channel();
+    // A JSON answer needs no stream: only the oneshot that hands it over.
+    let (tx, rx) = if want_sse {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let (json_tx, json_rx) = oneshot::channel();
     {
         let mut r = session.routes();
@@ -759,7 +771,7 @@ async fn exchange_as(
         r.streams.insert(
             sid,
             Stream {
-                tx: want_sse.then_some(tx),
+                tx,
                 events: VecDeque::new(),
                 next: 0,
                 waiting: p.keys.iter().cloned().collect(),
@@ -771,7 +783,7 @@ async fn exchange_as(
     }
     session.bridge.from_client(inc);
     let id = with_id.then_some(session.id.as_str());
-    if want_sse {
+    if let Some(rx) = rx {
         return sse_response(rx, Vec::new(), id);
     }
     let Ok(mut answers) = json_rx.await else {
@@ -788,9 +800,7 @@ async fn exchange_as(
     } else {
         answers.pop().unwrap_or(Value::Null)
     };
-    let mut r = (StatusCode::OK, body.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut r = json_response(StatusCode::OK, &body);
     if let Some(v) = id.and_then(|i| HeaderValue::from_str(i).ok()) {
         r.headers_mut().insert("mcp-session-id", v);
     }

@@ -11,9 +11,10 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, St
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -94,11 +95,120 @@ pub fn start_upstream(
     }
 }
 
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Idle connections kept per plain-HTTP upstream.
+const MAX_IDLE: usize = 8;
+
+/// The POSTs to a plain-HTTP upstream (the usual local server) go over HTTP/1.1
+/// connections of the conversation's own, kept open between messages: leaner than
+/// hyper-util's pool on the per-message path (no pool key hashed, no task spawned
+/// per request to hand the connection back: it comes back once its answer is read).
+/// TLS upstreams, and the long-lived GET streams, use the pooled client.
+#[derive(Debug)]
+struct Direct {
+    /// `host:port`, to connect to.
+    addr: String,
+    /// The `Host` header.
+    host: HeaderValue,
+    /// The request target (origin form).
+    target: Uri,
+    idle: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
+}
+
+impl Direct {
+    /// `None` unless `url` is plain `http://` (without user information).
+    fn new(url: &Uri) -> Option<Direct> {
+        if url.scheme_str() != Some("http") {
+            return None;
+        }
+        let auth = url.authority()?;
+        if auth.as_str().contains('@') {
+            return None;
+        }
+        let addr = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+        let host = HeaderValue::from_str(auth.as_str()).ok()?;
+        let target: Uri = url.path_and_query().map_or("/", |p| p.as_str()).parse().ok()?;
+        Some(Direct {
+            addr,
+            host,
+            target,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<Full<Bytes>>>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle connection that is still open and ready, or a new one.
+    async fn checkout(&self) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+        loop {
+            let Some(mut c) = self.idle().pop() else { break };
+            if !c.is_closed() && c.ready().await.is_ok() {
+                return Ok(c);
+            }
+        }
+        self.connect().await
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+        let tcp = match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&self.addr)).await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Err(format!("connecting to {}: {e}", self.addr)),
+            Err(_) => return Err(format!("connecting to {}: no answer in 10 s", self.addr)),
+        };
+        let _ = tcp.set_nodelay(true);
+        let (c, conn) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(c)
+    }
+
+    /// Sends `req`; on a kept connection the server had closed before the request
+    /// went out, once more on a new connection.
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(hyper::Response<Incoming>, http1::SendRequest<Full<Bytes>>), String> {
+        let mut c = self.checkout().await?;
+        match c.try_send_request(req).await {
+            Ok(r) => Ok((r, c)),
+            Err(mut e) => {
+                let Some(req) = e.take_message() else {
+                    return Err(format!("POST failed: {}", e.error()));
+                };
+                let mut c = self.connect().await?;
+                let r = c.send_request(req).await.map_err(|e| format!("POST failed: {e}"))?;
+                Ok((r, c))
+            }
+        }
+    }
+
+    /// A connection whose answer has been read in full, for the next message.
+    fn give_back(&self, c: http1::SendRequest<Full<Bytes>>) {
+        if c.is_closed() {
+            return;
+        }
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE {
+            idle.push(c);
+        }
+    }
+}
 
 #[derive(Debug)]
 struct HttpUp {
     client: HttpClient,
+    /// Plain-HTTP upstreams: the POSTs' own connections.
+    direct: Option<Direct>,
     url: Uri,
     headers: HeaderMap,
     session: Mutex<Option<HeaderValue>>,
@@ -146,6 +256,7 @@ impl HttpUp {
             .build(connector);
         Ok(Arc::new(HttpUp {
             client,
+            direct: Direct::new(&url),
             url,
             headers,
             session: Mutex::new(None),
@@ -162,15 +273,16 @@ impl HttpUp {
     }
 
     fn request(&self, method: Method, uri: &Uri, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Full::new(body))
-            .map_err(|e| format!("request: {e}"))?;
+        // Method and URI are valid already: no builder (it re-checks them per request).
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.clone();
         let h = req.headers_mut();
-        h.extend(self.headers.clone());
+        if !self.headers.is_empty() {
+            h.extend(self.headers.clone());
+        }
         if let Some(s) = self.session() {
-            h.insert("mcp-session-id", s);
+            h.insert(MCP_SESSION_ID, s);
         }
         Ok(req)
     }
@@ -183,11 +295,15 @@ impl HttpUp {
         let params = v.get("params").and_then(Value::as_object);
         let up_id = method.and(v.get("id")).and_then(Value::as_u64);
         let body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
-        let mut req = match self.request(Method::POST, &self.url, body) {
+        let target = self.direct.as_ref().map_or(&self.url, |d| &d.target);
+        let mut req = match self.request(Method::POST, target, body) {
             Ok(r) => r,
             Err(e) => return self.fail(up_id, &e).await,
         };
         let h = req.headers_mut();
+        if let Some(d) = &self.direct {
+            h.entry(header::HOST).or_insert_with(|| d.host.clone());
+        }
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(
             header::ACCEPT,
@@ -206,7 +322,7 @@ impl HttpUp {
                 .map(|r| HeaderValue::from_static(r.name())),
         };
         if let Some(v) = version {
-            h.insert("mcp-protocol-version", v);
+            h.insert(MCP_PROTOCOL_VERSION, v);
         }
         if let (Some(_), Some(method), Some(_)) = (declared, method, up_id) {
             if let Ok(m) = HeaderValue::from_str(method) {
@@ -231,13 +347,30 @@ impl HttpUp {
             }
         }
         let is_init = up_id.is_some() && method == Some("initialize");
-        let resp = match tokio::time::timeout(Duration::from_secs(30), self.client.request(req)).await {
+        let sent = async {
+            match &self.direct {
+                Some(d) => d.send(req).await.map(|(r, c)| (r, Some(c))),
+                None => self
+                    .client
+                    .request(req)
+                    .await
+                    .map(|r| (r, None))
+                    .map_err(|e| format!("POST failed: {e}")),
+            }
+        };
+        // The connection of a plain-HTTP upstream, handed back once the answer is read.
+        let (resp, conn) = match tokio::time::timeout(Duration::from_secs(30), sent).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return self.fail(up_id, &format!("POST failed: {e}")).await,
+            Ok(Err(e)) => return self.fail(up_id, &e).await,
             Err(_) => return self.fail(up_id, "POST: no answer in 30 s").await,
         };
+        let give_back = |c: Option<http1::SendRequest<Full<Bytes>>>| {
+            if let (Some(d), Some(c)) = (&self.direct, c) {
+                d.give_back(c);
+            }
+        };
         if is_init {
-            if let Some(s) = resp.headers().get("mcp-session-id") {
+            if let Some(s) = resp.headers().get(MCP_SESSION_ID) {
                 *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s.clone());
             }
         }
@@ -252,6 +385,9 @@ impl HttpUp {
             });
         }
         if status == StatusCode::ACCEPTED {
+            if read_body(resp.into_body(), self.max).await.is_ok() {
+                give_back(conn);
+            }
             return;
         }
         if status == StatusCode::NOT_FOUND && self.session().is_some() {
@@ -265,7 +401,10 @@ impl HttpUp {
             .unwrap_or("")
             .to_ascii_lowercase();
         if ctype.starts_with("text/event-stream") {
-            let answered = self.clone().read_stream(resp.into_body(), up_id).await;
+            let (answered, complete) = self.clone().read_stream(resp.into_body(), up_id).await;
+            if complete {
+                give_back(conn);
+            }
             if !answered && up_id.is_some() {
                 self.fail(up_id, "the upstream's stream ended without an answer").await;
             }
@@ -275,6 +414,8 @@ impl HttpUp {
             Ok(b) => b,
             Err(e) => return self.fail(up_id, &e).await,
         };
+        // Before the answer goes on: the connection is free for the next message.
+        give_back(conn);
         if ctype.starts_with("application/json") && !body.is_empty() {
             self.bridge.from_upstream_bytes(&body, up_id).await;
         } else if up_id.is_some() {
@@ -282,11 +423,15 @@ impl HttpUp {
         }
     }
 
-    /// Reads an SSE stream into the bridge; true if it carried the answer to `up_id`.
-    async fn read_stream(self: Arc<Self>, mut body: Incoming, up_id: Option<u64>) -> bool {
+    /// Reads an SSE stream into the bridge: whether it carried the answer to `up_id`,
+    /// and whether it was read to its end.
+    async fn read_stream(self: Arc<Self>, mut body: Incoming, up_id: Option<u64>) -> (bool, bool) {
         let mut parser = sse::Parser::new(self.max);
         let mut answered = false;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let Some(frame) = body.frame().await else {
+                return (answered, true);
+            };
             let Ok(frame) = frame else { break };
             let Ok(data) = frame.into_data() else { continue };
             let events = match parser.push(&data) {
@@ -308,7 +453,7 @@ impl HttpUp {
                 self.bridge.from_upstream_bytes(e.data.as_bytes(), up_id).await;
             }
         }
-        answered
+        (answered, false)
     }
 
     /// The standalone GET stream of a session (405: the server has none).
@@ -324,7 +469,7 @@ impl HttpUp {
             .filter(|r| *r >= Rev::V2025_06_18)
             .and_then(|r| HeaderValue::from_str(r.name()).ok())
         {
-            req.headers_mut().insert("mcp-protocol-version", v);
+            req.headers_mut().insert(MCP_PROTOCOL_VERSION, v);
         }
         if let Ok(resp) = self.client.request(req).await {
             if resp.status().is_success() {
@@ -356,7 +501,7 @@ impl HttpUp {
         }
         if let Some(s) = self.session() {
             if let Ok(mut req) = self.request(Method::DELETE, &self.url, Bytes::new()) {
-                req.headers_mut().insert("mcp-session-id", s);
+                req.headers_mut().insert(MCP_SESSION_ID, s);
                 let _ = tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await;
             }
         }
@@ -471,16 +616,27 @@ impl HttpUp {
     }
 }
 
-async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, String> {
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, String> {
+    // Most answers come in one frame: kept as is, copied only when a second one comes.
+    let mut first: Option<Bytes> = None;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("reading the upstream's answer: {e}"))?;
         if let Ok(d) = frame.into_data() {
-            if out.len().saturating_add(d.len()) > max {
+            let have = first.as_ref().map_or(0, Bytes::len).saturating_add(out.len());
+            if have.saturating_add(d.len()) > max {
                 return Err(format!("the upstream's answer exceeds {max} bytes"));
             }
-            out.extend_from_slice(&d);
+            match first.take() {
+                None if out.is_empty() => first = Some(d),
+                f => {
+                    if let Some(f) = f {
+                        out.extend_from_slice(&f);
+                    }
+                    out.extend_from_slice(&d);
+                }
+            }
         }
     }
-    Ok(out)
+    Ok(first.unwrap_or_else(|| Bytes::from(out)))
 }
