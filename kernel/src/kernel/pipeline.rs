@@ -37,27 +37,32 @@ use crate::store::Ticket;
 /// A hash that another thread is computing: the last record of a decision in flight.
 #[derive(Debug, Default)]
 pub(super) struct Slot {
-    /// `None` until filled; then the hash, or `None` if the decision failed.
-    value: Mutex<Option<Option<Hash>>>,
+    /// `None` until filled; then the hash, or `None` if the decision failed. With it,
+    /// how many threads wait (a notification is a system call: only when needed).
+    value: Mutex<(Option<Option<Hash>>, u32)>,
     filled: Condvar,
 }
 
 impl Slot {
     fn fill(&self, v: Option<Hash>) {
         let mut g = self.value.lock().unwrap_or_else(PoisonError::into_inner);
-        if g.is_none() {
-            *g = Some(v);
+        if g.0.is_none() {
+            g.0 = Some(v);
         }
-        self.filled.notify_all();
+        if g.1 > 0 {
+            self.filled.notify_all();
+        }
     }
 
     fn wait(&self) -> Option<Hash> {
         let mut g = self.value.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(v) = *g {
+            if let Some(v) = g.0 {
                 return v;
             }
+            g.1 = g.1.saturating_add(1);
             g = self.filled.wait(g).unwrap_or_else(PoisonError::into_inner);
+            g.1 = g.1.saturating_sub(1);
         }
     }
 }
@@ -70,22 +75,28 @@ type Outcome = Result<(Answer, Tickets), String>;
 
 #[derive(Debug, Default)]
 struct Reply {
-    value: Mutex<Option<Outcome>>,
+    /// The outcome once filled, and whether its caller waits for it (only then is a
+    /// notification, a system call, needed).
+    value: Mutex<(Option<Outcome>, bool)>,
     ready: Condvar,
 }
 
 impl Reply {
     fn fill(&self, v: Outcome) {
-        *self.value.lock().unwrap_or_else(PoisonError::into_inner) = Some(v);
-        self.ready.notify_all();
+        let mut g = self.value.lock().unwrap_or_else(PoisonError::into_inner);
+        g.0 = Some(v);
+        if g.1 {
+            self.ready.notify_all();
+        }
     }
 
     fn wait(&self) -> Outcome {
         let mut g = self.value.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(v) = g.take() {
+            if let Some(v) = g.0.take() {
                 return v;
             }
+            g.1 = true;
             g = self.ready.wait(g).unwrap_or_else(PoisonError::into_inner);
         }
     }
@@ -445,7 +456,11 @@ impl Kernel {
                 st.lamport = st.committed_lamport;
             }
             st.pipe.lanes.clear();
-            self.drained.notify_all();
+            // Only operations waiting in `lock_drained` wait for this (and count
+            // themselves); reservations wait for them, and are woken there.
+            if st.pipe.drain_waiters > 0 {
+                self.drained.notify_all();
+            }
         }
         outcome
     }
