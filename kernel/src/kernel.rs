@@ -465,6 +465,8 @@ pub struct Kernel {
     resolved_ttl_ms: u64,
     durable: bool,
     answered: AtomicU64,
+    /// Decisions in flight (a mirror of the pipeline's count, read without the lock).
+    in_flight_hint: AtomicU64,
     /// Answers by status, and kernel errors: counted without the kernel's lock (every
     /// decision ends here; 64 callers would queue for the lock just to count).
     answers: [AtomicU64; 4],
@@ -930,6 +932,7 @@ impl Kernel {
             resolved_ttl_ms: config.resolved_ttl_ms,
             durable,
             answered: AtomicU64::new(0),
+            in_flight_hint: AtomicU64::new(0),
             answers: Default::default(),
             wasm,
         };
@@ -1122,6 +1125,10 @@ impl Kernel {
         if let (Some(r), Some(b), Some(sync)) = (tickets.0, tickets.1, &self.blob_sync) {
             // Both fsyncs at once: the blobs' on the sync thread, the records' here.
             sync.request(b);
+            if self.in_flight_hint.load(Ordering::Relaxed) > 0 {
+                // Decisions about to be appended: let them in before an fsync starts.
+                std::thread::yield_now();
+            }
             let records = self.records.wait_durable(r);
             let blobs = sync.wait(b);
             records?;

@@ -240,6 +240,8 @@ impl Kernel {
         let ticket = st.pipe.next_ticket;
         st.pipe.next_ticket = ticket.saturating_add(1);
         st.pipe.in_flight = st.pipe.in_flight.saturating_add(1);
+        self.in_flight_hint
+            .store(st.pipe.in_flight, core::sync::atomic::Ordering::Relaxed);
         let lamport = st.lamport.saturating_add(1);
         st.lamport = lamport.saturating_add(1);
         let slot = Arc::new(Slot::default());
@@ -449,6 +451,8 @@ impl Kernel {
             self.commit_checkpoint(st, c, job.time);
         }
         st.pipe.in_flight = st.pipe.in_flight.saturating_sub(1);
+        self.in_flight_hint
+            .store(st.pipe.in_flight, core::sync::atomic::Ordering::Relaxed);
         if st.pipe.in_flight == 0 {
             if st.pipe.failed.take().is_some() {
                 // Clocks reserved by failed decisions were never used: continue from
