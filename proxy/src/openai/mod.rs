@@ -26,6 +26,7 @@ mod chat;
 mod config;
 mod error;
 mod govern;
+mod json;
 mod policy;
 mod request;
 mod responses;
@@ -332,7 +333,7 @@ async fn forward(
     if !may && !escaped {
         return Ok(buffered(parts.status, out_headers, bytes));
     }
-    let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let (mut v, repeated) = json::parse(&bytes).map_err(|e| {
         OaiError::upstream(
             "upstream_unparseable",
             format!("the upstream's answer may hold tool calls but is not JSON ({e}): not passed"),
@@ -367,22 +368,39 @@ async fn forward(
     }
     let outcomes = govern::decide(&o, &ctx, &calls).await;
     let values = govern::header_values(&calls, &outcomes);
-    let mut r = match apply(&mut v, &outcomes) {
-        Ok(()) => {
-            let mut r = crate::api::json(parts.status, &v);
-            for (k, val) in &out_headers {
-                if k != header::CONTENT_TYPE {
-                    r.headers_mut().append(k.clone(), val.clone());
-                }
+    // Every call allowed: nothing to rewrite (`apply` would leave the same value), and
+    // the upstream's bytes are passed as they came, unless a repeated key could make a
+    // client read them otherwise than they were governed (then they are re-encoded).
+    let mut r = if !repeated && outcomes.iter().all(govern::Outcome::allowed) {
+        drop(v);
+        let mut r = (parts.status, bytes).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (k, val) in &out_headers {
+            if k != header::CONTENT_TYPE {
+                h.append(k.clone(), val.clone());
             }
-            r
         }
-        Err(e) => {
-            let mut r = e.into_response();
-            if let Some(v) = out_headers.get(&SESSION_HEADER) {
-                r.headers_mut().insert(SESSION_HEADER, v.clone());
+        r
+    } else {
+        match apply(&mut v, &outcomes) {
+            Ok(()) => {
+                let mut r = crate::api::json(parts.status, &v);
+                for (k, val) in &out_headers {
+                    if k != header::CONTENT_TYPE {
+                        r.headers_mut().append(k.clone(), val.clone());
+                    }
+                }
+                r
             }
-            r
+            Err(e) => {
+                let mut r = e.into_response();
+                if let Some(v) = out_headers.get(&SESSION_HEADER) {
+                    r.headers_mut().insert(SESSION_HEADER, v.clone());
+                }
+                r
+            }
         }
     };
     for v in values {
