@@ -3,6 +3,7 @@
 use core::time::Duration;
 use std::sync::Arc;
 
+use axum::http::uri::{self, Authority, PathAndQuery, Scheme};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -38,6 +39,13 @@ const FORWARD_REQUEST: [&str; 7] = [
     "idempotency-key",
 ];
 
+/// Whether a client request header is passed to the upstream: [`FORWARD_REQUEST`] and
+/// the OpenAI SDKs' `x-stainless-*`.
+fn forward_request_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    FORWARD_REQUEST.contains(&n) || n.starts_with("x-stainless-")
+}
+
 /// Response headers passed from the upstream to the client.
 pub(crate) fn forward_response_header(name: &HeaderName) -> bool {
     let n = name.as_str();
@@ -53,6 +61,8 @@ pub(crate) fn forward_response_header(name: &HeaderName) -> bool {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    scheme: Scheme,
+    authority: Authority,
     base: BaseUrl,
     key: Option<Secret>,
     pub(crate) timeout: Duration,
@@ -106,26 +116,34 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
+        let authority =
+            Authority::try_from(base.authority.as_str()).map_err(|e| ConfigError(format!("[openai] upstream: {e}")))?;
         Ok(Upstream {
             client,
+            scheme: if base.https { Scheme::HTTPS } else { Scheme::HTTP },
+            authority,
             base,
             key,
             timeout: Duration::from_millis(c.timeout_ms),
         })
     }
 
-    /// The upstream URI for a client path under `/v1` (and its query).
+    /// The upstream URI for a client path under `/v1` (and its query): the base URL's
+    /// scheme and authority (parsed once), its prefix and the rest of the path.
     fn uri(&self, path_and_query: &str) -> Result<Uri, OaiError> {
+        let invalid = || OaiError::invalid("invalid_path", "the request path cannot be passed upstream");
         let rest = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query);
-        let s = format!(
-            "{}://{}{}{}",
-            if self.base.https { "https" } else { "http" },
-            self.base.authority,
-            self.base.prefix,
-            rest
-        );
-        s.parse()
-            .map_err(|_| OaiError::invalid("invalid_path", "the request path cannot be passed upstream"))
+        let mut path = String::with_capacity(self.base.prefix.len().saturating_add(rest.len()));
+        path.push_str(&self.base.prefix);
+        path.push_str(rest);
+        if !path.starts_with('/') {
+            return Err(invalid());
+        }
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(Bytes::from(path)).map_err(|_| invalid())?);
+        Uri::from_parts(parts).map_err(|_| invalid())
     }
 
     /// Sends a request; waits for the answer's head (at most the timeout). 502 if the
@@ -144,13 +162,9 @@ impl Upstream {
             .body(Full::new(body))
             .map_err(|e| OaiError::upstream("upstream_request", format!("cannot build the upstream request: {e}")))?;
         let h = req.headers_mut();
-        for name in FORWARD_REQUEST {
-            for v in client_headers.get_all(name) {
-                h.append(name, v.clone());
-            }
-        }
+        // One pass over the client's headers (each name's values stay in their order).
         for (name, v) in client_headers {
-            if name.as_str().starts_with("x-stainless-") {
+            if forward_request_header(name) {
                 h.append(name.clone(), v.clone());
             }
         }
@@ -186,4 +200,57 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
         src = x.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn upstream(base: &str) -> Upstream {
+        Upstream::new(&OpenAiSection {
+            upstream: base.into(),
+            ..OpenAiSection::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn upstream_uris() {
+        let u = upstream("https://api.example.com/v1");
+        for (path, want) in [
+            ("/v1/chat/completions", "https://api.example.com/v1/chat/completions"),
+            ("/v1/models?limit=2", "https://api.example.com/v1/models?limit=2"),
+            ("/v1", "https://api.example.com/v1"),
+        ] {
+            assert_eq!(u.uri(path).unwrap().to_string(), want);
+        }
+        let u = upstream("http://127.0.0.1:8000");
+        assert_eq!(
+            u.uri("/v1/responses").unwrap().to_string(),
+            "http://127.0.0.1:8000/responses"
+        );
+        // A path that would run into the authority, or that is not a path: refused.
+        for bad in ["/v1x", "/v1/a b", "/v1/\u{7f}"] {
+            assert!(u.uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarded_request_headers() {
+        for (name, fwd) in [
+            ("content-type", true),
+            ("accept", true),
+            ("openai-project", true),
+            ("x-stainless-lang", true),
+            ("authorization", false),
+            ("cookie", false),
+            ("x-helm-session", false),
+            ("host", false),
+            ("content-length", false),
+        ] {
+            assert_eq!(forward_request_header(&HeaderName::from_static(name)), fwd, "{name}");
+        }
+    }
 }
