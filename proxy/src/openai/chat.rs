@@ -240,8 +240,8 @@ fn choice_template(chunk: &Map<String, Value>, choice: &Map<String, Value>) -> V
 }
 
 fn data(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    sse::encode(&mut out, None, &v.to_string());
+    let mut out = Vec::with_capacity(256);
+    sse::encode_json(&mut out, None, v);
     out
 }
 
@@ -290,10 +290,9 @@ impl ChatStream {
                     return Err("a stream choice is not a JSON object".into());
                 };
                 let idx = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let template = choice_template(&chunk, &choice);
                 let buf = self.choices.entry(idx).or_default();
+                let mut entries = Vec::new();
                 if let Some(Value::Object(delta)) = choice.get_mut("delta") {
-                    let mut entries = Vec::new();
                     match delta.remove("tool_calls") {
                         Some(Value::Array(tcs)) => {
                             for tc in tcs {
@@ -311,9 +310,12 @@ impl ChatStream {
                         let pos = buf.absorb_unsupported(&fc);
                         entries.push((pos, Value::Null));
                     }
-                    if !entries.is_empty() {
-                        buf.held.push(Held { template, entries });
-                    }
+                }
+                if !entries.is_empty() {
+                    // The chunk as a template (its delta and finish_reason emptied: made
+                    // only for chunks with fragments to hold).
+                    let template = choice_template(&chunk, &choice);
+                    buf.held.push(Held { template, entries });
                 }
                 let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
                 if finished && !buf.calls.is_empty() && !buf.decided {

@@ -239,7 +239,7 @@ impl ResponsesStream {
             *n = json!(self.seq);
             self.seq = self.seq.saturating_add(1);
         }
-        sse::encode(out, event, &v.to_string());
+        sse::encode_json(out, event, &v);
     }
 
     /// The calls of items still buffered (their stream ended before `output_item.done`).
