@@ -5,6 +5,9 @@
 //! `finish_reason: length` has its calls denied as truncated.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use serde_json::{json, Map, Value};
 
@@ -110,11 +113,14 @@ pub(crate) fn extract(resp: &Value) -> Vec<Found> {
 /// Whether the response text may hold a tool call at all (a cheap test before parsing
 /// in detail; false negatives are impossible: every call has one of these keys).
 pub(crate) fn may_have_calls(body: &[u8]) -> bool {
-    memfind(body, b"\"tool_calls\"") || memfind(body, b"\"function_call\"")
+    static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
+    static FUNCTION_CALL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"function_call\""));
+    TOOL_CALLS.find(body).is_some() || FUNCTION_CALL.find(body).is_some()
 }
 
-pub(crate) fn memfind(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
+/// Whether the text has a `\u` (a JSON escape could spell a key the plain searches miss).
+pub(crate) fn has_unicode_escape(hay: &[u8]) -> bool {
+    memchr::memchr_iter(b'\\', hay).any(|i| hay.get(i..).is_some_and(|r| r.starts_with(b"\\u")))
 }
 
 fn append_text(m: &mut Map<String, Value>, text: &str) {
@@ -552,6 +558,19 @@ mod tests {
         assert_eq!(f.len(), 2);
         assert_eq!(f[1].call.input, Input::Text("*** Begin".into()));
         assert!(may_have_calls(r.to_string().as_bytes()));
+        for (text, calls, escape) in [
+            (r#"{"choices":[{"message":{"content":"hi"}}]}"#, false, false),
+            (r#"{"message":{"tool_calls":[]}}"#, true, false),
+            (r#"{"message":{"function_call":null}}"#, true, false),
+            (r#"{"message":{"tool\u005fcalls":[]}}"#, false, true),
+            (r#"{"content":"a\\u"}"#, false, true),
+            (r#"{"content":"a\n\\"}"#, false, false),
+            (r#"\"#, false, false),
+            ("", false, false),
+        ] {
+            assert_eq!(may_have_calls(text.as_bytes()), calls, "{text}");
+            assert_eq!(has_unicode_escape(text.as_bytes()), escape, "{text}");
+        }
         let mut e = r.clone();
         assert_eq!(
             apply(&mut e, &f, &[allow(), deny()], DenyMode::Error)

@@ -342,7 +342,7 @@ async fn forward(
             "the upstream streamed an answer that was not asked to be streamed",
         ));
     }
-    let escaped = chat::memfind(&bytes, b"\\u");
+    let escaped = chat::has_unicode_escape(&bytes);
     let may = match api {
         Api::Chat => chat::may_have_calls(&bytes),
         Api::Responses => responses::may_have_calls(&bytes),
