@@ -5,6 +5,9 @@
 //! `finish_reason: length` has its calls denied as truncated.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use serde_json::{json, Map, Value};
 
@@ -110,11 +113,14 @@ pub(crate) fn extract(resp: &Value) -> Vec<Found> {
 /// Whether the response text may hold a tool call at all (a cheap test before parsing
 /// in detail; false negatives are impossible: every call has one of these keys).
 pub(crate) fn may_have_calls(body: &[u8]) -> bool {
-    memfind(body, b"\"tool_calls\"") || memfind(body, b"\"function_call\"")
+    static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
+    static FUNCTION_CALL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"function_call\""));
+    TOOL_CALLS.find(body).is_some() || FUNCTION_CALL.find(body).is_some()
 }
 
-pub(crate) fn memfind(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
+/// Whether the text has a `\u` (a JSON escape could spell a key the plain searches miss).
+pub(crate) fn has_unicode_escape(hay: &[u8]) -> bool {
+    memchr::memchr_iter(b'\\', hay).any(|i| hay.get(i..).is_some_and(|r| r.starts_with(b"\\u")))
 }
 
 fn append_text(m: &mut Map<String, Value>, text: &str) {
@@ -240,8 +246,8 @@ fn choice_template(chunk: &Map<String, Value>, choice: &Map<String, Value>) -> V
 }
 
 fn data(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    sse::encode(&mut out, None, &v.to_string());
+    let mut out = Vec::with_capacity(256);
+    sse::encode_json(&mut out, None, v);
     out
 }
 
@@ -272,29 +278,46 @@ impl ChatStream {
             out.push(Step::Bytes(b"data: [DONE]\n\n".to_vec()));
             return Ok(out);
         }
-        let v: Value = serde_json::from_str(&ev.data).map_err(|e| format!("a stream chunk is not JSON: {e}"))?;
+        let (v, repeated) =
+            super::json::parse(ev.data.as_bytes()).map_err(|e| format!("a stream chunk is not JSON: {e}"))?;
         let Value::Object(mut chunk) = v else {
             return Err("a stream chunk is not a JSON object".into());
         };
+        // A chunk passed unchanged goes as the upstream wrote it (not re-encoded), unless
+        // a key repeats (a client could then read it otherwise than it was governed).
+        let bytes = |chunk: Map<String, Value>, changed: bool| {
+            if changed || repeated {
+                data(&Value::Object(chunk))
+            } else {
+                let mut out = Vec::with_capacity(ev.data.len().saturating_add(8));
+                sse::encode(&mut out, None, &ev.data);
+                out
+            }
+        };
         if chunk.contains_key("error") {
             let mut out = self.abandon();
-            out.push(Step::Bytes(data(&Value::Object(chunk))));
+            out.push(Step::Bytes(bytes(chunk, false)));
             return Ok(out);
         }
         let mut decide = Vec::new();
-        if let Some(Value::Array(list)) = chunk.remove("choices") {
+        let choices = chunk.remove("choices");
+        if let Some(Value::Array(list)) = choices {
             let had_choices = !list.is_empty();
+            // Whether anything of the chunk is removed or held.
+            let mut changed = false;
             let mut kept = Vec::new();
             for choice in list {
                 let Value::Object(mut choice) = choice else {
                     return Err("a stream choice is not a JSON object".into());
                 };
                 let idx = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let template = choice_template(&chunk, &choice);
                 let buf = self.choices.entry(idx).or_default();
+                let mut entries = Vec::new();
                 if let Some(Value::Object(delta)) = choice.get_mut("delta") {
-                    let mut entries = Vec::new();
-                    match delta.remove("tool_calls") {
+                    let tool_calls = delta.remove("tool_calls");
+                    let function_call = delta.remove("function_call");
+                    changed |= tool_calls.is_some() || function_call.is_some();
+                    match tool_calls {
                         Some(Value::Array(tcs)) => {
                             for tc in tcs {
                                 let pos = buf.absorb(&tc);
@@ -307,13 +330,16 @@ impl ChatStream {
                             entries.push((pos, other));
                         }
                     }
-                    if let Some(fc) = delta.remove("function_call").filter(|v| !v.is_null()) {
+                    if let Some(fc) = function_call.filter(|v| !v.is_null()) {
                         let pos = buf.absorb_unsupported(&fc);
                         entries.push((pos, Value::Null));
                     }
-                    if !entries.is_empty() {
-                        buf.held.push(Held { template, entries });
-                    }
+                }
+                if !entries.is_empty() {
+                    // The chunk as a template (its delta and finish_reason emptied: made
+                    // only for chunks with fragments to hold).
+                    let template = choice_template(&chunk, &choice);
+                    buf.held.push(Held { template, entries });
                 }
                 let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
                 if finished && !buf.calls.is_empty() && !buf.decided {
@@ -324,11 +350,13 @@ impl ChatStream {
                     buf.finish = Some(Value::Object(t));
                     buf.decided = true;
                     decide.push(Step::Decide(idx, calls_of(&buf.calls, truncated)));
+                    changed = true;
                     continue;
                 }
                 let empty_delta = choice.get("delta").and_then(Value::as_object).is_none_or(Map::is_empty);
                 let logprobs = choice.get("logprobs").is_some_and(|l| !l.is_null());
                 if empty_delta && !finished && !logprobs {
+                    changed = true;
                     continue;
                 }
                 kept.push(Value::Object(choice));
@@ -337,12 +365,13 @@ impl ChatStream {
             chunk.insert("choices".into(), Value::Array(kept));
             let mut out = Vec::new();
             if keep_chunk {
-                out.push(Step::Bytes(data(&Value::Object(chunk))));
+                out.push(Step::Bytes(bytes(chunk, changed)));
             }
             out.extend(decide);
             return Ok(out);
         }
-        Ok(vec![Step::Bytes(data(&Value::Object(chunk)))])
+        // `choices` that is not an array is not passed.
+        Ok(vec![Step::Bytes(bytes(chunk, choices.is_some()))])
     }
 
     /// The bytes that follow the decisions for choice `idx`: allowed calls as their
@@ -550,6 +579,19 @@ mod tests {
         assert_eq!(f.len(), 2);
         assert_eq!(f[1].call.input, Input::Text("*** Begin".into()));
         assert!(may_have_calls(r.to_string().as_bytes()));
+        for (text, calls, escape) in [
+            (r#"{"choices":[{"message":{"content":"hi"}}]}"#, false, false),
+            (r#"{"message":{"tool_calls":[]}}"#, true, false),
+            (r#"{"message":{"function_call":null}}"#, true, false),
+            (r#"{"message":{"tool\u005fcalls":[]}}"#, false, true),
+            (r#"{"content":"a\\u"}"#, false, true),
+            (r#"{"content":"a\n\\"}"#, false, false),
+            (r#"\"#, false, false),
+            ("", false, false),
+        ] {
+            assert_eq!(may_have_calls(text.as_bytes()), calls, "{text}");
+            assert_eq!(has_unicode_escape(text.as_bytes()), escape, "{text}");
+        }
         let mut e = r.clone();
         assert_eq!(
             apply(&mut e, &f, &[allow(), deny()], DenyMode::Error)
@@ -628,6 +670,57 @@ mod tests {
             .map(|e| serde_json::from_str(&e.data).unwrap_or(Value::String(e.data.clone())))
             .collect();
         (vals, decided)
+    }
+
+    /// What the governor sends for one chunk given as text.
+    fn one(text: &str) -> Vec<u8> {
+        let mut g = ChatStream::new(DenyMode::Rewrite);
+        let ev = sse::Event {
+            event: None,
+            data: text.to_owned(),
+        };
+        let mut out = Vec::new();
+        for step in g.push(&ev).unwrap() {
+            if let Step::Bytes(b) = step {
+                out.extend(b);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unchanged_chunks_pass_as_written() {
+        let text = r#"{"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hi \u00e9"}, "finish_reason": null}]}"#;
+        assert_eq!(one(text), format!("data: {text}\n\n").into_bytes());
+        for text in [
+            r#"{"error": {"message": "x"}}"#,
+            r#"{"id": "c", "usage": {"total_tokens": 3}}"#,
+        ] {
+            assert_eq!(one(text), format!("data: {text}\n\n").into_bytes());
+        }
+        // Re-encoded from what was governed: a repeated key, a removed null, a dropped
+        // choice, a choices that is not an array.
+        for (text, want) in [
+            (
+                r#"{"choices": [{"index": 0, "delta": {"content": "a", "content": "b"}}]}"#,
+                json!({"choices": [{"index": 0, "delta": {"content": "b"}}]}),
+            ),
+            (
+                r#"{"choices": [{"index": 0, "delta": {"content": "a", "tool_calls": null}}]}"#,
+                json!({"choices": [{"index": 0, "delta": {"content": "a"}}]}),
+            ),
+            (
+                r#"{"choices": [{"index": 0, "delta": {"content": "a", "function_call": null}}]}"#,
+                json!({"choices": [{"index": 0, "delta": {"content": "a"}}]}),
+            ),
+            (
+                r#"{"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {}}]}"#,
+                json!({"choices": [{"index": 0, "delta": {"content": "a"}}]}),
+            ),
+            (r#"{"id": "c", "choices": 1}"#, json!({"id": "c"})),
+        ] {
+            assert_eq!(one(text), data(&want), "{text}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod chat;
 mod config;
 mod error;
 mod govern;
+mod json;
 mod policy;
 mod request;
 mod responses;
@@ -39,7 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
@@ -131,15 +132,43 @@ impl OpenAi {
 /// The proxy's routes, to add beside the kernel's with [`crate::api::router_with`].
 pub fn routes(o: Arc<OpenAi>) -> Router<AppState> {
     let limit = usize::try_from(o.section.max_request_bytes).unwrap_or(usize::MAX);
+    // The handlers hold the proxy's state (an `Extension` layer would insert it into
+    // every request's extensions, and add a layer to every route).
+    let chat = {
+        let o = o.clone();
+        move |State(s): State<AppState>,
+              auth: Result<Authenticated, ApiError>,
+              headers: HeaderMap,
+              uri: Uri,
+              body: Result<Bytes, BytesRejection>| { handle(s, o.clone(), Api::Chat, auth, headers, uri, body) }
+    };
+    let resp = {
+        let o = o.clone();
+        move |State(s): State<AppState>,
+              auth: Result<Authenticated, ApiError>,
+              headers: HeaderMap,
+              uri: Uri,
+              body: Result<Bytes, BytesRejection>| {
+            handle(s, o.clone(), Api::Responses, auth, headers, uri, body)
+        }
+    };
+    let pass = {
+        let o = o.clone();
+        move |auth: Result<Authenticated, ApiError>,
+              method: Method,
+              headers: HeaderMap,
+              uri: Uri,
+              body: Result<Bytes, BytesRejection>| { passthrough(o.clone(), auth, method, headers, uri, body) }
+    };
     let mut r = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/responses", post(responses));
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(resp));
     for p in &o.section.passthrough {
         r = r
-            .route(p, any(passthrough))
-            .route(&format!("{p}/{{*rest}}"), any(passthrough));
+            .route(p, any(pass.clone()))
+            .route(&format!("{p}/{{*rest}}"), any(pass.clone()));
     }
-    r.layer(Extension(o)).layer(DefaultBodyLimit::max(limit))
+    r.layer(DefaultBodyLimit::max(limit))
 }
 
 fn authenticate(auth: Result<Authenticated, ApiError>) -> Result<Authenticated, OaiError> {
@@ -186,28 +215,17 @@ fn path_and_query(uri: &Uri) -> String {
         .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
-async fn chat_completions(
-    State(s): State<AppState>,
-    Extension(o): Extension<Arc<OpenAi>>,
+/// `POST /v1/chat/completions` and `POST /v1/responses`.
+async fn handle(
+    s: AppState,
+    o: Arc<OpenAi>,
+    api: Api,
     auth: Result<Authenticated, ApiError>,
     headers: HeaderMap,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    governed(s, o, Api::Chat, auth, headers, uri, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn responses(
-    State(s): State<AppState>,
-    Extension(o): Extension<Arc<OpenAi>>,
-    auth: Result<Authenticated, ApiError>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    governed(s, o, Api::Responses, auth, headers, uri, body)
+    governed(s, o, api, auth, headers, uri, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -324,7 +342,7 @@ async fn forward(
             "the upstream streamed an answer that was not asked to be streamed",
         ));
     }
-    let escaped = chat::memfind(&bytes, b"\\u");
+    let escaped = chat::has_unicode_escape(&bytes);
     let may = match api {
         Api::Chat => chat::may_have_calls(&bytes),
         Api::Responses => responses::may_have_calls(&bytes),
@@ -332,7 +350,7 @@ async fn forward(
     if !may && !escaped {
         return Ok(buffered(parts.status, out_headers, bytes));
     }
-    let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let (mut v, repeated) = json::parse(&bytes).map_err(|e| {
         OaiError::upstream(
             "upstream_unparseable",
             format!("the upstream's answer may hold tool calls but is not JSON ({e}): not passed"),
@@ -367,22 +385,39 @@ async fn forward(
     }
     let outcomes = govern::decide(&o, &ctx, &calls).await;
     let values = govern::header_values(&calls, &outcomes);
-    let mut r = match apply(&mut v, &outcomes) {
-        Ok(()) => {
-            let mut r = crate::api::json(parts.status, &v);
-            for (k, val) in &out_headers {
-                if k != header::CONTENT_TYPE {
-                    r.headers_mut().append(k.clone(), val.clone());
-                }
+    // Every call allowed: nothing to rewrite (`apply` would leave the same value), and
+    // the upstream's bytes are passed as they came, unless a repeated key could make a
+    // client read them otherwise than they were governed (then they are re-encoded).
+    let mut r = if !repeated && outcomes.iter().all(govern::Outcome::allowed) {
+        drop(v);
+        let mut r = (parts.status, bytes).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (k, val) in &out_headers {
+            if k != header::CONTENT_TYPE {
+                h.append(k.clone(), val.clone());
             }
-            r
         }
-        Err(e) => {
-            let mut r = e.into_response();
-            if let Some(v) = out_headers.get(&SESSION_HEADER) {
-                r.headers_mut().insert(SESSION_HEADER, v.clone());
+        r
+    } else {
+        match apply(&mut v, &outcomes) {
+            Ok(()) => {
+                let mut r = crate::api::json(parts.status, &v);
+                for (k, val) in &out_headers {
+                    if k != header::CONTENT_TYPE {
+                        r.headers_mut().append(k.clone(), val.clone());
+                    }
+                }
+                r
             }
-            r
+            Err(e) => {
+                let mut r = e.into_response();
+                if let Some(v) = out_headers.get(&SESSION_HEADER) {
+                    r.headers_mut().insert(SESSION_HEADER, v.clone());
+                }
+                r
+            }
         }
     };
     for v in values {
@@ -647,7 +682,7 @@ async fn drive_responses(o: Arc<OpenAi>, ctx: Ctx, mut body: hyper::body::Incomi
 
 /// A listed route, passed to the upstream unchanged (after authentication).
 async fn passthrough(
-    Extension(o): Extension<Arc<OpenAi>>,
+    o: Arc<OpenAi>,
     auth: Result<Authenticated, ApiError>,
     method: Method,
     headers: HeaderMap,

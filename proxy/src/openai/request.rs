@@ -267,6 +267,123 @@ impl<'de: 'a, 'a> Deserialize<'de> for InputView<'a> {
     }
 }
 
+/// A string, borrowed from the body unless it has escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(core::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V(core::marker::PhantomData))
+    }
+}
+
+/// Fills a field of a view once: a repeated key is an error (the fast path gives up).
+fn once<T, E: serde::de::Error>(slot: &mut Option<T>, v: T) -> Result<(), E> {
+    if slot.replace(v).is_some() {
+        return Err(E::custom("duplicate key"));
+    }
+    Ok(())
+}
+
+/// A tool's `function` or `custom` object, as far as the fast path reads it: `name`
+/// (when present, a string). Only a JSON object deserializes (not an array).
+#[derive(Default)]
+struct NamedView<'a> {
+    name: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for NamedView<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(core::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = NamedView<'a>;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = NamedView::default();
+                while let Some(k) = map.next_key::<Str<'de>>()? {
+                    if k.0 == "name" {
+                        once(&mut out.name, map.next_value::<Str<'de>>()?.0)?;
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V(core::marker::PhantomData))
+    }
+}
+
+/// A tool definition, as far as the fast path reads it (not its schema): `type`,
+/// `function.name`, `custom.name`, `name`. Stricter than [`offered`] reads a [`Value`]:
+/// a JSON object only, each of these keys at most once, of the type [`offered`] can
+/// use (`null` included in what fails); anything else fails, and the full path decides.
+#[derive(Default)]
+struct ToolView<'a> {
+    kind: Option<Cow<'a, str>>,
+    function: Option<NamedView<'a>>,
+    custom: Option<NamedView<'a>>,
+    name: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ToolView<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(core::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = ToolView<'a>;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = ToolView::default();
+                while let Some(k) = map.next_key::<Str<'de>>()? {
+                    match &*k.0 {
+                        "type" => once(&mut out.kind, map.next_value::<Str<'de>>()?.0)?,
+                        "function" => once(&mut out.function, map.next_value::<NamedView<'de>>()?)?,
+                        "custom" => once(&mut out.custom, map.next_value::<NamedView<'de>>()?)?,
+                        "name" => once(&mut out.name, map.next_value::<Str<'de>>()?.0)?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V(core::marker::PhantomData))
+    }
+}
+
+impl ToolView<'_> {
+    /// [`offered`] of the same tool as a [`Value`] (given the view's stricter reading).
+    fn offered(&self, may_use: &dyn Fn(&str) -> bool, hosted: &[String]) -> bool {
+        match self.kind.as_deref().unwrap_or("function") {
+            "function" | "custom" => self
+                .function
+                .as_ref()
+                .and_then(|f| f.name.as_deref())
+                .or_else(|| self.custom.as_ref().and_then(|c| c.name.as_deref()))
+                .or(self.name.as_deref())
+                .is_some_and(may_use),
+            other => hosted.iter().any(|h| h == other) && may_use(&format!("hosted/{other}")),
+        }
+    }
+}
+
 /// The parts of a request body the fast path reads (both APIs). Duplicate keys among
 /// these are a parse error, hence the slow path.
 #[derive(Deserialize)]
@@ -281,8 +398,8 @@ struct BodyView<'a> {
     messages: Option<Vec<MessageView<'a>>>,
     #[serde(borrow, default, deserialize_with = "some")]
     input: Option<InputView<'a>>,
-    #[serde(default, deserialize_with = "some")]
-    tools: Option<Vec<Value>>,
+    #[serde(borrow, default, deserialize_with = "some")]
+    tools: Option<Vec<ToolView<'a>>>,
     #[serde(borrow, default, deserialize_with = "some")]
     previous_response_id: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "some")]
@@ -339,7 +456,7 @@ pub(crate) fn untouched(
         }
     }
     if let Some(tools) = &v.tools {
-        if !tools.iter().all(|t| offered(t, may_use, hosted)) {
+        if !tools.iter().all(|t| t.offered(may_use, hosted)) {
             return None;
         }
     }
@@ -455,6 +572,43 @@ mod tests {
         assert_eq!(responses_request(&b).unwrap().len(), 2);
         assert!(responses_request(&obj(json!({"input": "x", "background": true}))).is_err());
     }
+    /// Where the fast path's view of a tool reads it at all, it decides as [`offered`].
+    #[test]
+    fn tool_view_agrees_with_the_full_path() {
+        let hosted = ["web_search".to_owned()];
+        let names = ["read_file", "shell", "apply_patch", "r\\u0065ad_file", ""];
+        let mut samples = Vec::new();
+        for n in names {
+            for kind in [
+                "",
+                r#""type": "function", "#,
+                r#""type": "custom", "#,
+                r#""type": "web_search", "#,
+                r#""type": "file_search", "#,
+            ] {
+                samples.push(format!(r#"{{{kind}"function": {{"name": "{n}"}}}}"#));
+                samples.push(format!(r#"{{{kind}"custom": {{"name": "{n}"}}, "name": "shell"}}"#));
+                samples.push(format!(r#"{{{kind}"name": "{n}"}}"#));
+                samples.push(format!(
+                    r#"{{{kind}"function": {{"description": "d"}}, "name": "{n}"}}"#
+                ));
+                samples.push(format!(
+                    r#"{{{kind}"function": {{"name": "{n}"}}, "custom": {{"name": "shell"}}}}"#
+                ));
+                samples.push(format!(r#"{{{kind}"x": 1}}"#));
+            }
+        }
+        let mut read = 0;
+        for t in &samples {
+            let v: Value = serde_json::from_str(t).unwrap();
+            if let Ok(view) = serde_json::from_str::<ToolView<'_>>(t) {
+                read += 1;
+                assert_eq!(view.offered(&may, &hosted), offered(&v, &may, &hosted), "{t}");
+            }
+        }
+        assert_eq!(read, samples.len());
+    }
+
     #[test]
     fn fast_path_only_when_nothing_changes() {
         let hosted = ["web_search".to_owned()];
@@ -503,6 +657,29 @@ mod tests {
             (Api::Responses, r#"{"input": "x"} x"#.to_owned()),
         ] {
             assert_eq!(fast(api, &body), None, "{body}");
+        }
+        // Tool definitions the view reads more strictly than the full path: to it.
+        for t in [
+            r#"["function", {"name": "read_file"}]"#,
+            r#"{"type": "function", "function": {"name": null}, "name": "read_file"}"#,
+            r#"{"type": "function", "function": {"name": "shell"}, "function": {"name": "read_file"}}"#,
+            r#"{"type": "function", "function": {"name": "read_file", "name": "shell"}}"#,
+            r#"{"type": "function", "function": ["read_file"]}"#,
+            r#"{"type": "function", "function": null, "name": "read_file"}"#,
+            r#"{"type": null, "name": "read_file"}"#,
+            r#"{"type": "function", "function": {"name": 1}, "name": "read_file"}"#,
+        ] {
+            let body = format!(r#"{{"model": "m", "messages": [], "tools": [{t}]}}"#);
+            assert_eq!(fast(Api::Chat, &body), None, "{body}");
+        }
+        for t in [
+            r#"{"type": "function", "function": {"name": "read\u005ffile", "parameters": {"a": [1, {"name": "shell"}]}}}"#,
+            r#"{"type": "function", "name": "read_file", "parameters": {}}"#,
+            r#"{"type": "custom", "custom": {"name": "read_file"}}"#,
+            r#"{"function": {"description": "x", "name": "read_file"}}"#,
+        ] {
+            let body = format!(r#"{{"model": "m", "messages": [], "tools": [{t}]}}"#);
+            assert_eq!(fast(Api::Chat, &body), Some(false), "{body}");
         }
         let r = r#"{"input": [{"type": "message", "role": "user", "content": "x"}], "tools": [{"type": "web_search"}], "previous_response_id": "resp_1"}"#;
         assert_eq!(fast(Api::Responses, r), Some(false));

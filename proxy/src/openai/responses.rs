@@ -187,7 +187,9 @@ pub(crate) fn supply_withheld(body: &mut serde_json::Map<String, Value>, withhel
 /// Whether a response body may hold a governed item (cheap test before parsing it).
 pub(crate) fn may_have_calls(body: &[u8]) -> bool {
     // Every governed item type ends in `_call"`.
-    super::chat::memfind(body, b"_call\"")
+    static CALL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"_call\""));
+    CALL.find(body).is_some()
 }
 
 /// What the stream driver does next.
@@ -239,7 +241,7 @@ impl ResponsesStream {
             *n = json!(self.seq);
             self.seq = self.seq.saturating_add(1);
         }
-        sse::encode(out, event, &v.to_string());
+        sse::encode_json(out, event, &v);
     }
 
     /// The calls of items still buffered (their stream ended before `output_item.done`).

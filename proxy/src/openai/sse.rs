@@ -47,9 +47,8 @@ impl Decoder {
                 rest = r;
             }
         }
-        while let Some(pos) = rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', rest) {
             let (head, tail) = rest.split_at(pos);
-            self.line.extend_from_slice(head);
             let cr = tail.first() == Some(&b'\r');
             rest = tail.get(1..).unwrap_or_default();
             if cr {
@@ -59,8 +58,17 @@ impl Decoder {
                     None => self.after_cr = true,
                 }
             }
-            let line = core::mem::take(&mut self.line);
-            self.line_done(&line, out)?;
+            if self.line.is_empty() {
+                // The whole line is in this chunk: read in place.
+                self.line_done(head, out)?;
+            } else {
+                let mut line = core::mem::take(&mut self.line);
+                line.extend_from_slice(head);
+                let done = self.line_done(&line, out);
+                line.clear();
+                self.line = line;
+                done?;
+            }
         }
         self.line.extend_from_slice(rest);
         if self.line.len() > self.max {
@@ -130,6 +138,25 @@ pub(crate) fn encode(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
     out.push(b'\n');
 }
 
+/// [`encode`] of `v`'s compact JSON text, written in place (that text has no line break:
+/// serde_json escapes `\n` and `\r` in strings, and the compact form adds no whitespace).
+pub(crate) fn encode_json(out: &mut Vec<u8>, event: Option<&str>, v: &serde_json::Value) {
+    let start = out.len();
+    if let Some(e) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        // Cannot happen for a Value (its keys are strings); the general path if it did.
+        out.truncate(start);
+        encode(out, event, &v.to_string());
+        return;
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
 /// Appends a comment line (ignored by clients): keep-alives and governance notes.
 pub(crate) fn comment(out: &mut Vec<u8>, text: &str) {
     for line in text.split(['\n', '\r']) {
@@ -195,5 +222,20 @@ mod tests {
         comment(&mut w, "keep-alive");
         assert_eq!(w, b"event: response.created\ndata: {\"a\":1}\n\n: keep-alive\n\n");
         assert_eq!(all(&[&w]).len(), 1);
+    }
+
+    #[test]
+    fn json_encoded_in_place_as_its_text() {
+        let v = serde_json::json!({
+            "a": "line\nbreak\r\u{2028}é\u{1}\"", "b": [1, 2.5, null, true], "c": {"d": {}}
+        });
+        for event in [None, Some("response.output_text.delta")] {
+            let (mut want, mut got) = (b"x".to_vec(), b"x".to_vec());
+            encode(&mut want, event, &v.to_string());
+            encode_json(&mut got, event, &v);
+            assert_eq!(got, want);
+            let evs = all(&[&got[1..]]);
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&evs[0].data).unwrap(), v);
+        }
     }
 }

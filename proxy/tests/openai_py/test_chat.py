@@ -87,6 +87,25 @@ def test_truncated_arguments_are_denied(client):
     assert c.choices[0].finish_reason == "length"
 
 
+def test_allowed_calls_pass_as_the_upstream_wrote_them(client):
+    raw, c = create(client, "read")
+    assert [h["status"] for h in calls_header(raw)] == ["allow"]
+    # The upstream's own bytes (Python's separators), not re-encoded by the proxy.
+    text = getattr(raw, "http_response", raw).text
+    assert '"role": "assistant"' in text and '"tool_calls": [' in text
+    assert raw.headers["content-type"] == "application/json"
+
+
+def test_repeated_key_is_reencoded(client):
+    raw, c = create(client, "repeated_key")
+    [call] = c.choices[0].message.tool_calls
+    assert call.function.name == "read_file"
+    assert [(h["id"], h["status"]) for h in calls_header(raw)] == [(call.id, "allow")]
+    # Re-encoded from what was governed: one "tool_calls" key, the denied call gone.
+    text = getattr(raw, "http_response", raw).text
+    assert text.count('"tool_calls":') == 1 and "call_rk_rm_" not in text and '"role":"assistant"' in text
+
+
 def test_escaped_key_is_still_governed(client):
     raw, c = create(client, "escaped")
     assert c.choices[0].message.tool_calls is None

@@ -88,6 +88,13 @@ def chat_scenario(model, body):
         # The key written with a JSON escape: a proxy that looks for the plain key text misses it.
         raw = completion(model, assistant(None, [fc("call_esc_" + rid(), "shell", RM)]), "tool_calls")
         return 200, json.dumps(raw).replace('"tool_calls": [', '"tool\\u005fcalls": [')
+    if s == "repeated_key":
+        # "tool_calls" twice in one message: a denied call first, an allowed call last
+        # (what serde_json and Python keep); a client that keeps the first would read the
+        # denied call, so the proxy must not pass these bytes as they are.
+        raw = completion(model, assistant(None, [fc("call_rk_" + rid(), "read_file", READ)]), "tool_calls")
+        first = json.dumps([fc("call_rk_rm_" + rid(), "shell", RM)])
+        return 200, json.dumps(raw).replace('"tool_calls": [', '"tool_calls": ' + first + ', "tool_calls": [', 1)
     if s == "error_429":
         return 429, {"error": {"message": "Rate limit reached", "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
     if s == "not_json":
