@@ -108,10 +108,16 @@ impl KeyFileSigner {
     }
 
     /// This signer with a pool of `capacity` nonces refilled by a background thread at
-    /// the lowest priority (see [`crate::presign`]). Unchanged if the thread cannot be
-    /// started or the pool's first signature does not verify.
+    /// the lowest priority (see [`crate::presign`]). Unchanged if the process may run
+    /// on one CPU only (pinned with `taskset`, or a one-CPU machine: the nonces would
+    /// be made on the core that then signs with them, which only adds thread
+    /// switches), if the thread cannot be started, or if the pool's first signature
+    /// does not verify.
     #[must_use]
     pub fn with_presigning(mut self, capacity: usize) -> KeyFileSigner {
+        if std::thread::available_parallelism().map_or(1, core::num::NonZero::get) < 2 {
+            return self;
+        }
         let engine = self.clone();
         let sign = move |m: &[u8]| engine.sign_ordinary(m).ok();
         self.presign = Presigner::start(&self.seed.0, self.public, Box::new(sign), capacity, true).map(Arc::new);
@@ -231,10 +237,15 @@ mod tests {
     }
 
     /// With presigning, signatures come from the pool or, when it is empty, the
-    /// ordinary way; either way they verify strictly, and the counts add up.
+    /// ordinary way; either way they verify strictly, and the counts add up. On one
+    /// CPU (`taskset -c 0 cargo test`) presigning stays off.
     #[test]
     fn presigning_signer_signs_validly_either_way() {
         let s = KeyFileSigner::from_seed(&[4; 32], "test key").with_presigning(16);
+        if std::thread::available_parallelism().unwrap().get() < 2 {
+            assert!(s.presign_stats().is_none() && !s.describe().contains("presigned"));
+            return;
+        }
         assert!(s.describe().contains("presigned"), "{}", s.describe());
         let vk = ed25519_dalek::VerifyingKey::from_bytes(&s.public_key()).unwrap();
         let mut nonces = std::collections::BTreeSet::new();

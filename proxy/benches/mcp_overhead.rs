@@ -23,7 +23,8 @@
 //! --tool=callgrind --callgrind-out-file=/tmp/cg.%p"` runs `helm-proxy` under that
 //! command (split on spaces) to profile it; `HELM_MCP_BENCH_CALLS=N` sets the number
 //! of calls per case; `HELM_MCP_BENCH_PROXY=PATH` benchmarks another `helm-proxy`
-//! binary (to compare two builds).
+//! binary (to compare two builds); `HELM_BENCH_PRESIGN=N` sets `[signer] presign`
+//! (0: sign without presigned nonces).
 
 #![allow(
     clippy::unwrap_used,
@@ -224,8 +225,13 @@ stdio_principal = "bench-agent"
 [[mcp.server]]
 name = "b"
 url = "{upstream_url}"
-"#,
-            hex::encode(sha256(TOKEN.as_bytes()))
+{presign}"#,
+            hex::encode(sha256(TOKEN.as_bytes())),
+            // HELM_BENCH_PRESIGN=N: the signer's pool of presigned nonces (0: off;
+            // default: the server's default).
+            presign = std::env::var("HELM_BENCH_PRESIGN")
+                .map(|n| format!("[signer]\npresign = {n}\n"))
+                .unwrap_or_default(),
         ),
     )
     .unwrap();
