@@ -95,7 +95,7 @@ fn presigning(s: KeyFileSigner) -> KeyFileSigner {
 }
 
 /// `helm-proxy`'s default `[signer] presign`.
-const PRESIGN_POOL: usize = 4096;
+const PRESIGN_POOL: usize = 16_384;
 
 fn proposal(i: u64, allow: bool) -> Proposal {
     let path = if allow { "/workspace/file.txt" } else { "/etc/passwd" };

@@ -16,9 +16,9 @@
 //! secret prefix), and `R'` comes from the engine's fast constant-time code.
 //!
 //! `M'` is never used twice: it holds a per-process counter, the time in nanoseconds,
-//! the process id and 32 bytes from the operating system's random source (a pair is
-//! not made if that source fails). Even a broken random source therefore cannot make
-//! two pairs alike, and the secret prefix keeps `r'` unpredictable. A pair leaves the
+//! the process id and 32 bytes drawn from the operating system's random source when
+//! the pool starts (no pool if that fails). Even a broken random source therefore
+//! cannot make two pairs alike, and the secret prefix keeps `r'` unpredictable. A pair leaves the
 //! pool by move, is used for one signature and is then wiped. An empty pool (a burst
 //! larger than it, or no idle CPU) is not an error: the signer signs the ordinary way.
 
@@ -53,6 +53,10 @@ struct Shared {
     secret: Scalar,
     public: [u8; 32],
     engine: Box<Engine>,
+    /// 32 bytes from the operating system's random source, drawn once: with the
+    /// counter, the time and the process id they make every throw-away message unique
+    /// (uniqueness is all it needs: the secret prefix makes the nonce unpredictable).
+    instance: [u8; 32],
     capacity: usize,
     state: Mutex<State>,
     /// Wakes the generator (pool below half, or stop).
@@ -114,10 +118,13 @@ impl Presigner {
         background: bool,
     ) -> Option<Presigner> {
         let expanded = ed25519_dalek::hazmat::ExpandedSecretKey::from(seed);
+        let mut instance = [0u8; 32];
+        getrandom::fill(&mut instance).ok()?;
         let shared = Arc::new(Shared {
             secret: expanded.scalar,
             public,
             engine,
+            instance,
             capacity: capacity.max(2),
             state: Mutex::new(State {
                 pool: Vec::with_capacity(capacity),
@@ -233,8 +240,8 @@ impl Shared {
                 st.counter
             };
             let Some(nonce) = self.make(counter) else {
-                // The random source or the engine failed: stop making pairs; every
-                // signature is made the ordinary way from now on.
+                // The engine failed: stop making pairs; every signature is made the
+                // ordinary way from now on.
                 return;
             };
             let mut st = self.lock();
@@ -259,7 +266,7 @@ impl Shared {
         time.copy_from_slice(&nanos.to_le_bytes());
         let (pid, random) = rest.split_at_mut(4);
         pid.copy_from_slice(&std::process::id().to_le_bytes());
-        getrandom::fill(random).ok()?;
+        random.copy_from_slice(&self.instance);
         let sig = (self.engine)(&message)?;
         let mut big_r = [0u8; 32];
         big_r.copy_from_slice(sig.get(..32)?);
