@@ -24,7 +24,8 @@
 //! command (split on spaces) to profile it; `HELM_MCP_BENCH_CALLS=N` sets the number
 //! of calls per case; `HELM_MCP_BENCH_PROXY=PATH` benchmarks another `helm-proxy`
 //! binary (to compare two builds); `HELM_BENCH_PRESIGN=N` sets `[signer] presign`
-//! (0: sign without presigned nonces).
+//! (0: sign without presigned nonces); `HELM_BENCH_SYNC_MS=N` the buffered store's
+//! sync interval (default 10 ms, the server's default).
 
 #![allow(
     clippy::unwrap_used,
@@ -212,6 +213,7 @@ listen = "127.0.0.1:0"
 [store]
 dir = "store"
 durability = "{durability}"
+sync_interval_ms = {sync_ms}
 [policy]
 bundles = ["bundle.signed"]
 [checkpoint]
@@ -229,6 +231,9 @@ url = "{upstream_url}"
             hex::encode(sha256(TOKEN.as_bytes())),
             // HELM_BENCH_PRESIGN=N: the signer's pool of presigned nonces (0: off;
             // default: the server's default).
+            // HELM_BENCH_SYNC_MS: the buffered store's sync interval (default 10, the
+            // server's default).
+            sync_ms = std::env::var("HELM_BENCH_SYNC_MS").unwrap_or_else(|_| "10".into()),
             presign = std::env::var("HELM_BENCH_PRESIGN")
                 .map(|n| format!("[signer]\npresign = {n}\n"))
                 .unwrap_or_default(),
