@@ -450,6 +450,11 @@ impl Config {
         if let Some(o) = &mut self.openai {
             o.resolve(base);
         }
+        for s in &mut self.mcp.servers {
+            if let Some(f) = &mut s.ca_file {
+                *f = absolute(base, f);
+            }
+        }
     }
 
     /// Checks the values themselves (not the files they name).
@@ -1073,6 +1078,8 @@ mod tests {
             ("listen = \"127.0.0.1:1\"", "unknown field"),
             ("[policy]\nauthors = [\"ed25519:00\"]", "authors"),
             ("[signer]\npresign = 2000000", "at most"),
+            ("[[mcp.server]]\nname = \"s\"\ncommand = [\"x\"]\nca_file = \"ca.pem\"", "ca_file applies to url"),
+            ("[[mcp.server]]\nname = \"s\"\ncommand = [\"x\"]\nurl = \"http://127.0.0.1:1/mcp\"", "exactly one of"),
             ("[signer]\npresign = 16\npkcs11 = { module = \"m\", token_label = \"t\", key_label = \"k\", pin_env = \"P\" }", "key_file only"),
         ] {
             let e = parse(text).unwrap_err();

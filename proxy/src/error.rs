@@ -7,6 +7,20 @@ use axum::response::{IntoResponse, Response};
 use helm_kernel::Refusal;
 use serde::Serialize;
 
+/// An error with its sources, `outer: inner: …` (hyper's errors name only their kind,
+/// e.g. "client error (Connect)"; the cause, such as an untrusted certificate, is in
+/// the sources).
+pub fn describe(e: &(dyn core::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = core::error::Error::source(e);
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
 /// An error answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {

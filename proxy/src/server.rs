@@ -98,7 +98,10 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         for s in &config.mcp.servers {
             log_info!("MCP server {} at /mcp/{} (and /mcp/{}/sse)", s.name, s.name, s.name);
         }
-        Some(crate::mcp::http::McpHttp::new(shared, state.0.tokens.clone()))
+        Some(
+            crate::mcp::http::McpHttp::new(shared, state.0.tokens.clone())
+                .map_err(|e| ServeError::Config(crate::config::ConfigError(e)))?,
+        )
     };
     let result = runtime.block_on(serve(config, state, kernel.clone(), openai, mcp, tls));
     // Let blocking tasks still running finish before the kernel is dropped.

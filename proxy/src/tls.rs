@@ -444,6 +444,31 @@ async fn accept_loop(
     }
 }
 
+/// The TLS configuration for reaching an upstream server (the OpenAI upstream, an MCP
+/// server over `https://`): rustls with the ring provider, the Mozilla roots, and the
+/// PEM certificates of `ca_file` as further roots (a private CA). Errors name the file.
+pub fn upstream_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(f) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(f)
+            .and_then(Iterator::collect)
+            .map_err(|e| format!("ca_file {}: {e}", f.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: no certificate", f.display()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| format!("ca_file {}: {e}", f.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tls)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

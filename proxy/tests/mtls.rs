@@ -513,3 +513,177 @@ fn check_config_and_fingerprints() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("tls_key") && err.contains("chmod 600"), "{err}");
 }
+
+/// One MCP exchange over Streamable HTTP with ureq: the JSON-RPC answer (from a JSON
+/// body or the SSE stream) and the session id header.
+fn mcp_post(base: &str, session: Option<&str>, body: &Value) -> (u16, Value, Option<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(core::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut req = agent
+        .post(format!("{base}/mcp/outer"))
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("Authorization", format!("Bearer {AGENT_TOKEN}"));
+    if let Some(s) = session {
+        req = req
+            .header("Mcp-Session-Id", s)
+            .header("MCP-Protocol-Version", "2025-06-18");
+    }
+    let mut r = req.send(serde_json::to_vec(body).unwrap()).unwrap();
+    let status = r.status().as_u16();
+    let sid = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = r.body_mut().read_to_string().unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|m| m.get("id").is_some())
+            .unwrap_or(Value::Null)
+    });
+    (status, json, sid)
+}
+
+/// An MCP server reached over `https://` with a private CA (`[[mcp.server]] ca_file`):
+/// `helm-proxy` B (plain HTTP, facing the client) relays to `helm-proxy` A, which serves
+/// TLS with a certificate of the test CA and fronts a stdio server. With `ca_file`, an
+/// allowed call goes through both and a denied one is refused; without it, B refuses the
+/// upstream's certificate and the client gets an error, not a result. Both stores verify.
+#[test]
+fn mcp_upstream_over_https_with_a_private_ca() {
+    let python = ["python3", "python"].into_iter().find(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(python) = python else {
+        eprintln!("SKIPPED: no python3 for the stdio MCP server");
+        return;
+    };
+    let server_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_py/tiny_stdio_server.py");
+    const MCP_BUNDLE: &str = r#"
+name = "mcp-https-test"
+other_tools = "deny"
+
+[[rule]]
+id = "echo-hello"
+tools = ["inner/echo", "outer/echo"]
+verdict = "allow"
+require = ["args.message matches 'hello*'"]
+"#;
+    let bundle = guardian::Bundle::from_toml(MCP_BUNDLE).unwrap();
+    let signed = guardian::sign_bundle(&bundle, &signer("author-1"));
+
+    // A: TLS, the stdio server behind it as "inner".
+    let a = Setup::new();
+    make_pki(a.path());
+    std::fs::write(a.path().join("bundle.signed"), &signed).unwrap();
+    let config = std::fs::read_to_string(a.config()).unwrap().replacen(
+        "[server]\n",
+        "[server]\ntls_cert = \"server.pem\"\ntls_key = \"server.key\"\n",
+        1,
+    );
+    let config = format!(
+        "{config}\n[[mcp.server]]\nname = \"inner\"\ncommand = [{:?}, {:?}]\n",
+        python,
+        server_py.to_str().unwrap()
+    );
+    std::fs::write(a.config(), config).unwrap();
+    let server_a = a.start();
+    assert!(server_a.base.starts_with("https://"), "{}", server_a.base);
+
+    let start_b = |ca_file: bool| {
+        let b = Setup::new();
+        std::fs::write(b.path().join("bundle.signed"), &signed).unwrap();
+        std::fs::copy(a.path().join("ca.pem"), b.path().join("private-ca.pem")).unwrap();
+        let config = std::fs::read_to_string(b.config()).unwrap();
+        let config = format!(
+            "{config}\n[[mcp.server]]\nname = \"outer\"\nurl = \"{}/mcp/inner\"\nheaders = {{ Authorization = \"Bearer {AGENT_TOKEN}\" }}\n{}",
+            server_a.base,
+            if ca_file { "ca_file = \"private-ca.pem\"\n" } else { "" }
+        );
+        std::fs::write(b.config(), config).unwrap();
+        let server = b.start();
+        (b, server)
+    };
+
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "mtls-test", "version": "1"}}});
+    let (b, server_b) = start_b(true);
+    let (status, answer, sid) = mcp_post(&server_b.base, None, &init);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["serverInfo"]["name"], "tiny-stdio", "{answer}");
+    let sid = sid.expect("a session id");
+    let notified = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(mcp_post(&server_b.base, Some(&sid), &notified).0, 202);
+    let (_, list, _) = mcp_post(
+        &server_b.base,
+        Some(&sid),
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    );
+    assert_eq!(list["result"]["tools"][0]["name"], "echo", "{list}");
+    let call = |id: u64, message: &str| {
+        mcp_post(
+            &server_b.base,
+            Some(&sid),
+            &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"message": message}}}),
+        )
+        .1
+    };
+    let allowed = call(3, "hello over tls");
+    assert_eq!(allowed["result"]["content"][0]["text"], "hello over tls", "{allowed}");
+    let denied = call(4, "goodbye");
+    let text = denied.to_string();
+    assert!(
+        denied["result"]["isError"] == true || denied.get("error").is_some(),
+        "{denied}"
+    );
+    assert!(
+        text.contains("DENY") || text.contains("NO_RULE") || text.contains("denied"),
+        "{text}"
+    );
+    assert_eq!(server_b.terminate().code(), Some(0));
+
+    // Without ca_file the upstream's certificate is not trusted: no result.
+    let (b2, server_b2) = start_b(false);
+    let (_, refused, _) = mcp_post(&server_b2.base, None, &init);
+    assert!(refused.get("result").is_none(), "{refused}");
+    let log = server_b2.log_text();
+    assert_eq!(server_b2.terminate().code(), Some(0));
+    assert!(
+        log.contains("UnknownIssuer") || log.to_lowercase().contains("certificate"),
+        "{log}"
+    );
+    assert_eq!(server_a.terminate().code(), Some(0));
+
+    for s in [&a, &b, &b2] {
+        let records = store_records(&s.store());
+        verify(&records);
+    }
+    // The allowed call was decided on both sides: an ALLOW in A's and in B's store.
+    for s in [&a, &b] {
+        let allows = store_records(&s.store())
+            .iter()
+            .filter(|r| {
+                let rec = verify_core::Record::decode(r).unwrap();
+                matches!(
+                    rec.body,
+                    verify_core::Body::Decision {
+                        verdict: verify_core::Verdict::Allow,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(allows, 1, "{}", s.path().display());
+    }
+}

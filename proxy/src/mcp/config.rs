@@ -49,7 +49,7 @@ pub struct UpstreamSection {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// A Streamable HTTP server: its MCP endpoint URL (`http://` or `https://`; TLS with
-    /// the Mozilla roots).
+    /// the Mozilla roots and those of `ca_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// An HTTP+SSE (2024-11-05) server: its SSE URL (`http://` or `https://`).
@@ -58,6 +58,10 @@ pub struct UpstreamSection {
     /// Extra HTTP headers sent upstream (e.g. `Authorization`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// `url` / `sse_url` over `https://`: PEM certificates trusted as roots besides the
+    /// Mozilla ones (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// One approved tool definition.
@@ -164,6 +168,12 @@ impl McpSection {
             }
             if s.command.as_ref().is_some_and(Vec::is_empty) {
                 return Err(format!("[[mcp.server]] {:?}: command is empty", s.name));
+            }
+            if s.command.is_some() && s.ca_file.is_some() {
+                return Err(format!(
+                    "[[mcp.server]] {:?}: ca_file applies to url and sse_url only",
+                    s.name
+                ));
             }
             for u in [&s.url, &s.sse_url].into_iter().flatten() {
                 if !u.starts_with("http://") && !u.starts_with("https://") {

@@ -416,21 +416,22 @@ struct SessionQuery {
 }
 
 impl McpHttp {
-    /// The endpoints' state for the configured upstreams.
-    pub fn new(shared: Arc<McpShared>, tokens: Arc<TokenTable>) -> Arc<McpHttp> {
+    /// The endpoints' state for the configured upstreams; fails if one's `ca_file`
+    /// cannot be read.
+    pub fn new(shared: Arc<McpShared>, tokens: Arc<TokenTable>) -> Result<Arc<McpHttp>, String> {
         let servers = shared
             .settings
             .servers
             .iter()
-            .map(|s| (s.name.clone(), UpstreamSpec::from_section(s)))
-            .collect();
-        Arc::new(McpHttp {
+            .map(|s| Ok((s.name.clone(), UpstreamSpec::from_section(s)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(Arc::new(McpHttp {
             shared,
             tokens,
             servers,
             sessions: Mutex::new(HashMap::new()),
             modern: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     fn lock_sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {

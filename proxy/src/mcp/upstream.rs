@@ -24,6 +24,18 @@ use super::protocol::{code, Message, Rev, META_PROTOCOL_VERSION};
 use super::sse;
 use crate::log::{log_info, log_warn};
 
+/// The TLS configuration of an HTTP upstream, made once when the server starts.
+#[derive(Clone, Debug)]
+pub struct UpstreamTls(Arc<rustls::ClientConfig>);
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for UpstreamTls {}
+
 /// Where the upstream server is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpstreamSpec {
@@ -40,6 +52,8 @@ pub enum UpstreamSpec {
         url: String,
         /// Extra request headers.
         headers: BTreeMap<String, String>,
+        /// TLS for `https://`.
+        tls: UpstreamTls,
     },
     /// An HTTP+SSE server (2024-11-05).
     Sse {
@@ -47,13 +61,20 @@ pub enum UpstreamSpec {
         url: String,
         /// Extra request headers.
         headers: BTreeMap<String, String>,
+        /// TLS for `https://`.
+        tls: UpstreamTls,
     },
 }
 
 impl UpstreamSpec {
-    /// The spec of a configured server.
-    pub fn from_section(s: &super::config::UpstreamSection) -> UpstreamSpec {
-        if let Some(argv) = &s.command {
+    /// The spec of a configured server; fails if its `ca_file` cannot be read.
+    pub fn from_section(s: &super::config::UpstreamSection) -> Result<UpstreamSpec, String> {
+        let tls = || {
+            crate::tls::upstream_client_config(s.ca_file.as_deref())
+                .map(|c| UpstreamTls(Arc::new(c)))
+                .map_err(|e| format!("[[mcp.server]] {:?}: {e}", s.name))
+        };
+        Ok(if let Some(argv) = &s.command {
             UpstreamSpec::Command {
                 argv: argv.clone(),
                 env: s.env.clone(),
@@ -62,13 +83,15 @@ impl UpstreamSpec {
             UpstreamSpec::Http {
                 url: u.clone(),
                 headers: s.headers.clone(),
+                tls: tls()?,
             }
         } else {
             UpstreamSpec::Sse {
                 url: s.sse_url.clone().unwrap_or_default(),
                 headers: s.headers.clone(),
+                tls: tls()?,
             }
-        }
+        })
     }
 }
 
@@ -84,12 +107,12 @@ pub fn start_upstream(
             let child = super::stdio::spawn_child(argv, env)?;
             Ok(tokio::spawn(super::stdio::run_child(child, bridge, rx, max)))
         }
-        UpstreamSpec::Http { url, headers } => {
-            let up = HttpUp::new(url, headers, bridge, max)?;
+        UpstreamSpec::Http { url, headers, tls } => {
+            let up = HttpUp::new(url, headers, tls, bridge, max)?;
             Ok(tokio::spawn(up.run(rx)))
         }
-        UpstreamSpec::Sse { url, headers } => {
-            let up = HttpUp::new(url, headers, bridge, max)?;
+        UpstreamSpec::Sse { url, headers, tls } => {
+            let up = HttpUp::new(url, headers, tls, bridge, max)?;
             Ok(tokio::spawn(up.run_sse(rx)))
         }
     }
@@ -183,10 +206,13 @@ impl Direct {
             Ok(r) => Ok((r, c)),
             Err(mut e) => {
                 let Some(req) = e.take_message() else {
-                    return Err(format!("POST failed: {}", e.error()));
+                    return Err(format!("POST failed: {}", crate::error::describe(e.error())));
                 };
                 let mut c = self.connect().await?;
-                let r = c.send_request(req).await.map_err(|e| format!("POST failed: {e}"))?;
+                let r = c
+                    .send_request(req)
+                    .await
+                    .map_err(|e| format!("POST failed: {}", crate::error::describe(&e)))?;
                 Ok((r, c))
             }
         }
@@ -220,6 +246,7 @@ impl HttpUp {
     fn new(
         url: &str,
         extra: &BTreeMap<String, String>,
+        tls: &UpstreamTls,
         bridge: Arc<Bridge>,
         max: usize,
     ) -> Result<Arc<HttpUp>, String> {
@@ -238,16 +265,9 @@ impl HttpUp {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
-        // TLS by rustls (ring) with the Mozilla roots, as the OpenAI proxy's upstream.
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        // TLS as configured (crate::tls::upstream_client_config), made once at start.
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config((*tls.0).clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -355,7 +375,7 @@ impl HttpUp {
                     .request(req)
                     .await
                     .map(|r| (r, None))
-                    .map_err(|e| format!("POST failed: {e}")),
+                    .map_err(|e| format!("POST failed: {}", crate::error::describe(&e))),
             }
         };
         // The connection of a plain-HTTP upstream, handed back once the answer is read.
@@ -525,7 +545,12 @@ impl HttpUp {
                     .upstream_closed(&format!("GET SSE: HTTP {}", r.status()))
                     .await
             }
-            Ok(Err(e)) => return self.bridge.upstream_closed(&format!("GET SSE: {e}")).await,
+            Ok(Err(e)) => {
+                return self
+                    .bridge
+                    .upstream_closed(&format!("GET SSE: {}", crate::error::describe(&e)))
+                    .await
+            }
             Err(_) => return self.bridge.upstream_closed("GET SSE: no answer in 30 s").await,
         };
         let (ep_tx, ep_rx) = tokio::sync::oneshot::channel::<Uri>();
@@ -575,7 +600,7 @@ impl HttpUp {
                         let sent = match self.request(Method::POST, &endpoint, body) {
                             Ok(mut r) => {
                                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                                self.client.request(r).await.map_err(|e| e.to_string()).and_then(|resp| {
+                                self.client.request(r).await.map_err(|e| crate::error::describe(&e)).and_then(|resp| {
                                     if resp.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", resp.status())) }
                                 })
                             }

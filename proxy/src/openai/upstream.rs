@@ -1,7 +1,7 @@
 //! The upstream: an OpenAI-compatible server reached over HTTP/1.1, TLS by rustls.
 
 use core::time::Duration;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::http::uri::{Authority, PathAndQuery, Scheme};
@@ -131,29 +131,8 @@ impl Upstream {
             }
             None => None,
         };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(f) = &c.ca_file {
-            use rustls::pki_types::pem::PemObject as _;
-            use rustls::pki_types::CertificateDer;
-            let certs: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_file_iter(f)
-                .map_err(|e| ConfigError(format!("[openai] ca_file {}: {e}", f.display())))?
-                .collect();
-            let certs = certs.map_err(|e| ConfigError(format!("[openai] ca_file {}: {e}", f.display())))?;
-            if certs.is_empty() {
-                return Err(ConfigError(format!("[openai] ca_file {}: no certificate", f.display())));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| ConfigError(format!("[openai] ca_file {}: {e}", f.display())))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ConfigError(format!("[openai] TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tls::upstream_client_config(c.ca_file.as_deref())
+            .map_err(|e| ConfigError(format!("[openai] {e}")))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -226,10 +205,10 @@ impl Upstream {
             c.call(self.origin.clone()).await
         }
         .await
-        .map_err(|e| self.unreachable(&describe(&*e)))?;
+        .map_err(|e| self.unreachable(&crate::error::describe(&*e)))?;
         let (send, conn) = http1::handshake(io)
             .await
-            .map_err(|e| self.unreachable(&describe(&e)))?;
+            .map_err(|e| self.unreachable(&crate::error::describe(&e)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -252,7 +231,7 @@ impl Upstream {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if pooled => req = unsent,
-                    _ => return Err(self.unreachable(&describe(&e.into_error()))),
+                    _ => return Err(self.unreachable(&crate::error::describe(&e.into_error()))),
                 },
             }
         }
@@ -296,22 +275,12 @@ impl Upstream {
     }
 }
 
-fn describe(e: &(dyn core::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = core::error::Error::source(e);
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use std::sync::Arc;
 
     fn upstream(base: &str) -> Upstream {
         Upstream::new(&OpenAiSection {
