@@ -464,7 +464,6 @@ pub struct Kernel {
     checkpoint_interval_ms: u64,
     resolved_ttl_ms: u64,
     durable: bool,
-    answered: AtomicU64,
     /// Decisions in flight (a mirror of the pipeline's count, read without the lock).
     in_flight_hint: AtomicU64,
     /// Answers by status, and kernel errors: counted without the kernel's lock (every
@@ -931,7 +930,6 @@ impl Kernel {
             checkpoint_interval_ms: config.checkpoint_interval_ms,
             resolved_ttl_ms: config.resolved_ttl_ms,
             durable,
-            answered: AtomicU64::new(0),
             in_flight_hint: AtomicU64::new(0),
             answers: Default::default(),
             wasm,
@@ -1239,7 +1237,6 @@ impl Kernel {
     }
 
     fn count_answer(&self, answer: Answer) -> Answer {
-        self.answered.fetch_add(1, Ordering::Relaxed);
         let status = match answer.status {
             Status::Allow => ALLOWS,
             Status::Deny => DENIES,
