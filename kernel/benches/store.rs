@@ -7,6 +7,12 @@
 //! HELM_STORE_BENCH_SECS=2 HELM_STORE_BENCH_THREADS=64 HELM_STORE_BENCH_DIR=/tmp cargo bench -p helm-kernel --bench store
 //! ```
 //!
+//! Each run is made twice side by side: with the store's default reservation (zeros
+//! written ahead of the last frame, spec/store.md §3) and without it (`reserve_bytes:
+//! 0`, the baseline), and the ratio of the medians is printed, with the process's CPU
+//! time per decision (from `/proc/self/stat`). `HELM_STORE_BENCH_THREADS=1` shows the
+//! latency of one `fdatasync`.
+//!
 //! Without `--bench` (as `cargo test --benches` runs it) it does one short smoke run.
 //!
 //! With `--range`: paging (`Store::read_range`, what `GET /v1/records` reads) against a
@@ -31,10 +37,11 @@ use core::time::Duration;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use helm_kernel::store::{Durability, Store, StoreOptions};
+use helm_kernel::store::{Durability, Store, StoreOptions, DEFAULT_RESERVE_BYTES};
 
 struct Run {
     decisions_per_s: f64,
+    cpu_us_per_decision: f64,
     fsyncs_per_s: f64,
     p50_us: u64,
     p99_us: u64,
@@ -44,15 +51,27 @@ fn env_or<T: core::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn run(durability: &Durability, threads: usize, secs: f64) -> Run {
+/// CPU time of this process so far (user + system), in seconds (clock ticks of 10 ms).
+fn process_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces): utime is the 12th, stime
+    // the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+fn run(durability: &Durability, reserve_bytes: u64, threads: usize, secs: f64) -> Run {
     let base = std::env::var("HELM_STORE_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
     let tmp = tempfile::tempdir_in(base).unwrap();
     let opts = StoreOptions {
         durability: durability.clone(),
+        reserve_bytes,
         ..StoreOptions::default()
     };
     let (store, _) = Store::open(tmp.path(), opts).unwrap();
     let store = Arc::new(store);
+    let cpu_before = process_cpu_s();
     let kernel_lock = Arc::new(Mutex::new(()));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -80,12 +99,14 @@ fn run(durability: &Durability, threads: usize, secs: f64) -> Run {
     stop.store(true, Ordering::Relaxed);
     let mut latencies: Vec<u64> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_s() - cpu_before;
     let stats = store.stats();
     assert_eq!(stats.appended, 2 * latencies.len() as u64);
     latencies.sort_unstable();
     let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
     Run {
         decisions_per_s: latencies.len() as f64 / elapsed,
+        cpu_us_per_decision: cpu * 1e6 / latencies.len().max(1) as f64,
         fsyncs_per_s: stats.fsyncs as f64 / elapsed,
         p50_us: pct(0.50).copied().unwrap_or(0),
         p99_us: pct(0.99).copied().unwrap_or(0),
@@ -178,25 +199,42 @@ fn main() {
         },
     ];
     for mode in &modes {
-        let mut results: Vec<Run> = (0..runs).map(|_| run(mode, threads, secs)).collect();
-        for r in &results {
-            println!(
-                "  {:>9.0} decisions/s  {:>9.0} records/s  {:>7.0} fsyncs/s  latency p50 {} us  p99 {} us",
-                r.decisions_per_s,
-                2.0 * r.decisions_per_s,
-                r.fsyncs_per_s,
-                r.p50_us,
-                r.p99_us
-            );
+        // Side by side: the default reservation, then none (the baseline), alternating.
+        let mut with = Vec::new();
+        let mut without = Vec::new();
+        for _ in 0..runs {
+            with.push(run(mode, DEFAULT_RESERVE_BYTES, threads, secs));
+            without.push(run(mode, 0, threads, secs));
         }
-        results.sort_by(|a, b| a.decisions_per_s.total_cmp(&b.decisions_per_s));
-        let m = &results[results.len() / 2];
+        let show = |name: &str, results: &mut Vec<Run>| {
+            for r in results.iter() {
+                println!(
+                    "  {name:<14} {:>9.0} decisions/s  {:>7.0} fsyncs/s  latency p50 {} us  p99 {} us  CPU {:.1} us/decision",
+                    r.decisions_per_s, r.fsyncs_per_s, r.p50_us, r.p99_us, r.cpu_us_per_decision
+                );
+            }
+            results.sort_by(|a, b| a.decisions_per_s.total_cmp(&b.decisions_per_s));
+            let m = &results[results.len() / 2];
+            println!(
+                "store {mode}, {threads} threads, {secs} s x {runs}, {name}: median {:.0} decisions/s = {:.0} records/s, \
+                 {:.0} fsyncs/s ({:.1} decisions per fsync), p50 {} us, p99 {} us, CPU {:.1} us/decision",
+                m.decisions_per_s,
+                2.0 * m.decisions_per_s,
+                m.fsyncs_per_s,
+                if m.fsyncs_per_s > 0.0 { m.decisions_per_s / m.fsyncs_per_s } else { 0.0 },
+                m.p50_us,
+                m.p99_us,
+                m.cpu_us_per_decision
+            );
+            (m.decisions_per_s, m.p50_us as f64, m.cpu_us_per_decision)
+        };
+        let (a, a50, acpu) = show("reserved", &mut with);
+        let (b, b50, bcpu) = show("no reservation", &mut without);
         println!(
-            "store {mode}, {threads} threads, {secs} s x {runs}: median {:.0} decisions/s = {:.0} records/s, {:.0} fsyncs/s ({:.1} decisions per fsync)",
-            m.decisions_per_s,
-            2.0 * m.decisions_per_s,
-            m.fsyncs_per_s,
-            if m.fsyncs_per_s > 0.0 { m.decisions_per_s / m.fsyncs_per_s } else { 0.0 }
+            "  reservation / baseline: throughput {:.2}x, p50 latency {:.2}x, CPU per decision {:.2}x",
+            a / b,
+            a50 / b50.max(1.0),
+            acpu / bcpu.max(f64::MIN_POSITIVE)
         );
     }
 }

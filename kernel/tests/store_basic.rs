@@ -78,7 +78,8 @@ fn append_reopen_round_trip() {
                 records: 0,
                 segments: 1,
                 truncated_bytes: 0,
-                torn: None
+                torn: None,
+                reserved_bytes: 0,
             }
         );
         assert!(store.is_empty());

@@ -313,3 +313,115 @@ fn spec_example_bytes() {
         "48454c4d53454731010000000200000000000000ded80e02"
     );
 }
+
+/// A reservation (spec/store.md §3): zeros written ahead of the last frame while the
+/// store is open, kept at a reopen after a crash (not reported as torn), cut at close
+/// and at rollover.
+#[test]
+fn reservation_is_written_ahead_kept_after_a_crash_and_cut_at_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let path = seg(dir, 0);
+    let (store, _) = open(dir).unwrap();
+    let a = rec(0, 300);
+    store.wait_durable(store.append(&[&a]).unwrap()).unwrap();
+    let end = 24 + 308;
+    let len = fs::metadata(&path).unwrap().len();
+    assert_eq!(
+        len,
+        256 * 1024 + 4096,
+        "page-aligned end of 256 KiB past the last frame"
+    );
+    assert!(fs::read(&path).unwrap()[end..].iter().all(|&b| b == 0));
+    // A crashed writer leaves the reservation: copy the files as they are now.
+    let crashed = tmp.path().join("crashed");
+    fs::create_dir(&crashed).unwrap();
+    fs::copy(&path, seg(&crashed, 0)).unwrap();
+    store.close().unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), end as u64, "cut at close");
+
+    let (store, report) = open(&crashed).unwrap();
+    assert_eq!(report.torn, None, "{report:?}");
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(report.reserved_bytes, len - end as u64);
+    assert_eq!(report.records, 1);
+    // The lockless reader stops at the zeros too.
+    assert_eq!(read_records(&crashed, |_, _| Ok::<(), StoreError>(())).unwrap(), 1);
+    let b = rec(1, 50);
+    store.wait_durable(store.append(&[&b]).unwrap()).unwrap();
+    assert_eq!(
+        fs::metadata(seg(&crashed, 0)).unwrap().len(),
+        len,
+        "appended over the zeros"
+    );
+    assert_eq!(all(&store), vec![a, b]);
+    store.close().unwrap();
+    assert_eq!(fs::metadata(seg(&crashed, 0)).unwrap().len(), end as u64 + 58);
+}
+
+#[test]
+fn zeros_then_anything_else_is_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let expect = build(dir, 3, 100, 1 << 20);
+    let path = seg(dir, 0);
+    let good = fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad.extend(core::iter::repeat_n(0u8, 5000));
+    bad.push(1);
+    bad.extend(core::iter::repeat_n(0u8, 100));
+    fs::write(&path, &bad).unwrap();
+    let (store, report) = open(dir).unwrap();
+    assert_eq!(report.reserved_bytes, 0);
+    assert_eq!(report.truncated_bytes, 5101, "{report:?}");
+    assert!(report.torn.as_deref().unwrap().contains("frame length 0"), "{report:?}");
+    assert_eq!(all(&store), expect);
+    drop(store);
+    assert_eq!(fs::read(&path).unwrap(), good);
+}
+
+#[test]
+fn rollover_cuts_the_reservation_of_the_older_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = StoreOptions {
+        segment_bytes: 64 * 1024,
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open(dir, opts.clone()).unwrap();
+    let mut expect = Vec::new();
+    // 300 decisions of 1 KiB: several segments, each reserved up to 64 KiB while last.
+    for i in 0..300 {
+        let r = rec(i, 1024);
+        store.wait_durable(store.append(&[&r]).unwrap()).unwrap();
+        expect.push(r);
+    }
+    let segments = store.stats().segments;
+    assert!(segments >= 4, "{segments}");
+    let last = seg(dir, 300 - (300 % 63));
+    assert!(
+        fs::metadata(&last).unwrap().len() > 24 + (300 % 63) * 1032,
+        "the last segment holds a reservation"
+    );
+    for first in (0..300 - 63).step_by(63) {
+        assert_eq!(
+            fs::metadata(seg(dir, first)).unwrap().len(),
+            24 + 63 * 1032,
+            "segment {first}"
+        );
+    }
+    // Reopened while the reservation is there (the lock is the only obstacle: copy).
+    let copy = tmp.path().join("copy");
+    fs::create_dir(&copy).unwrap();
+    for entry in fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "seg") {
+            fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    drop(store);
+    let (reopened, report) = Store::open(&copy, opts).unwrap();
+    assert_eq!(report.torn, None);
+    assert!(report.reserved_bytes > 0);
+    assert_eq!(all(&reopened), expect);
+}

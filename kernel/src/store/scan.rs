@@ -364,6 +364,9 @@ pub(crate) struct Recovered {
     pub(crate) segments: Vec<(u64, PathBuf)>,
     pub(crate) file: Arc<dyn SegmentFile>,
     pub(crate) offset: u64,
+    /// The last segment's length: more than `offset` when a zero tail (a reservation) was
+    /// kept.
+    pub(crate) reserved: u64,
     pub(crate) next_index: u64,
     pub(crate) report: Recovery,
 }
@@ -379,12 +382,14 @@ pub(crate) fn recover(fs: &dyn StoreFs, dir: &Path) -> Result<Recovered, StoreEr
             segments: vec![(0, path)],
             file,
             offset: HEADER_LEN_U64,
+            reserved: HEADER_LEN_U64,
             next_index: 0,
             report: Recovery {
                 records: 0,
                 segments: 1,
                 truncated_bytes: 0,
                 torn: None,
+                reserved_bytes: 0,
             },
         });
     };
@@ -453,21 +458,31 @@ pub(crate) fn recover(fs: &dyn StoreFs, dir: &Path) -> Result<Recovered, StoreEr
         segments: u32::try_from(segs.len()).unwrap_or(u32::MAX),
         truncated_bytes: 0,
         torn: None,
+        reserved_bytes: 0,
     };
     let name = path.display();
+    let mut reserved = HEADER_LEN_U64;
     let offset = match header {
         Header::Valid(_) => {
             let frames = scan_frames::<StoreError>(&*file, &path, len, last_first, u64::MAX, &mut |_, _| Ok(()))?;
             expected = expected.saturating_add(frames.records);
+            reserved = frames.end;
             if let Tail::Torn(reason) = frames.tail {
-                let cut = len.saturating_sub(frames.end);
-                file.set_len(frames.end)
-                    .map_err(|e| StoreError::io("truncate", &path, Some(frames.end), e))?;
-                report.truncated_bytes = cut;
-                report.torn = Some(format!(
-                    "{name}: torn tail at offset {}: {reason}; cut {cut} bytes",
-                    frames.end
-                ));
+                if all_zero(&*file, &path, frames.end, len)? {
+                    // A reservation (§3): no frame starts with a zero length, so a zero
+                    // tail holds no record, torn or not. Kept for the next appends.
+                    reserved = len;
+                    report.reserved_bytes = len.saturating_sub(frames.end);
+                } else {
+                    let cut = len.saturating_sub(frames.end);
+                    file.set_len(frames.end)
+                        .map_err(|e| StoreError::io("truncate", &path, Some(frames.end), e))?;
+                    report.truncated_bytes = cut;
+                    report.torn = Some(format!(
+                        "{name}: torn tail at offset {}: {reason}; cut {cut} bytes",
+                        frames.end
+                    ));
+                }
             }
             frames.end
         }
@@ -497,7 +512,30 @@ pub(crate) fn recover(fs: &dyn StoreFs, dir: &Path) -> Result<Recovered, StoreEr
         segments: segs,
         file,
         offset,
+        reserved,
         next_index: expected,
         report,
     })
+}
+
+/// Whether the bytes `from..len` of `file` are all zero.
+fn all_zero(file: &dyn SegmentFile, path: &Path, from: u64, len: u64) -> Result<bool, StoreError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < len {
+        let want = usize::try_from(len.saturating_sub(at)).map_or(CHUNK, |n| n.min(CHUNK));
+        let Some(dst) = buf.get_mut(..want) else { break };
+        let n = file
+            .read_at(at, dst)
+            .map_err(|e| StoreError::io("read", path, Some(at), e))?;
+        if n == 0 {
+            // The file shrank underneath us: nothing more to examine.
+            break;
+        }
+        if dst.get(..n).is_some_and(|b| b.iter().any(|&x| x != 0)) {
+            return Ok(false);
+        }
+        at = at.saturating_add(n as u64);
+    }
+    Ok(true)
 }

@@ -1777,6 +1777,8 @@ fn main() -> ExitCode {
             "records": index,
             "ed25519": "ed25519/strict-verdicts.json",
             "packs": "packs/index.json",
+            // Written by hand, not by this program: store directories (spec/store.md).
+            "store": "store/index.json",
         }))
         .map_err(|e| e.to_string())?
             + "\n";
