@@ -22,6 +22,7 @@
     )
 )]
 
+mod background;
 pub mod clock;
 mod kernel;
 pub mod keyfile;

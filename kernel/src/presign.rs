@@ -148,7 +148,7 @@ impl Presigner {
             .name("helm-presign".into())
             .spawn(move || {
                 if background {
-                    lower_priority();
+                    crate::background::lower_priority();
                 }
                 worker.run();
             })
@@ -274,16 +274,6 @@ impl Shared {
         let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))?;
         let r = s - self.challenge(&big_r, &message) * self.secret;
         Some(Nonce { r, big_r })
-    }
-}
-
-/// Makes the calling thread yield to every other thread of the machine (Linux: nice
-/// 19 for this thread only), so that pairs are made from idle CPU.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        let _ = rustix::process::setpriority_process(Some(tid), 19);
     }
 }
 
