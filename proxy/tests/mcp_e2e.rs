@@ -933,6 +933,96 @@ fn stdio_task_augmented_call_effect_at_result() {
     assert!(String::from_utf8_lossy(&blob[16..]).contains("long done 7"));
 }
 
+/// 2026-07-28 tasks (extension `io.modelcontextprotocol/tasks`), against a scripted
+/// server (`server_tasks_modern.py`): a `tools/call` answered with a CreateTaskResult is
+/// decided like any call, and its EFFECT is written when the task reaches a terminal
+/// status, seen in a `tasks/get` result or pushed as `notifications/tasks`: completed
+/// (committing to the result), failed (the JSON-RPC error), cancelled. A poll that
+/// finds the task still working writes nothing.
+#[test]
+fn modern_tasks_effect_at_terminal_status() {
+    let setup = mcp_setup("");
+    let upstream = vec!["python3".to_owned(), mcp_py("server_tasks_modern.py")];
+    let mut raw = Raw::start(&setup, &upstream);
+    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}});
+    let mut call = |id: u64, method: &str, mut params: Value| {
+        params["_meta"] = meta.clone();
+        raw.call(json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+    };
+    let r = call(1, "server/discover", json!({}));
+    assert_eq!(r["result"]["supportedVersions"][0], "2026-07-28", "{r}");
+    let r = call(2, "tools/list", json!({}));
+    assert_eq!(r["result"]["tools"].as_array().map(Vec::len), Some(4), "{r}");
+    let status = |r: &Value| r["result"]["status"].as_str().unwrap_or_default().to_owned();
+
+    let r = call(3, "tools/call", json!({"name":"long","arguments":{}}));
+    assert_eq!(
+        (r["result"]["resultType"].as_str(), r["result"]["taskId"].as_str()),
+        (Some("task"), Some("task-long")),
+        "{r}"
+    );
+    let r = call(4, "tasks/get", json!({"taskId":"task-long"}));
+    assert_eq!(status(&r), "working", "{r}");
+    let r = call(5, "tasks/get", json!({"taskId":"task-long"}));
+    assert_eq!(status(&r), "completed", "{r}");
+    assert_eq!(r["result"]["result"]["content"][0]["text"], "long done 7", "{r}");
+
+    let r = call(6, "tools/call", json!({"name":"crash","arguments":{}}));
+    assert_eq!(r["result"]["resultType"], "task", "{r}");
+    let r = call(7, "tasks/get", json!({"taskId":"task-crash"}));
+    assert_eq!(status(&r), "failed", "{r}");
+
+    let r = call(8, "tools/call", json!({"name":"slow","arguments":{}}));
+    assert_eq!(r["result"]["resultType"], "task", "{r}");
+    let n = raw.recv();
+    assert_eq!(
+        (n["method"].as_str(), n["params"]["status"].as_str()),
+        (Some("notifications/tasks"), Some("completed")),
+        "{n}"
+    );
+
+    let mut call = |id: u64, method: &str, mut params: Value| {
+        params["_meta"] = meta.clone();
+        raw.call(json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+    };
+    let r = call(9, "tools/call", json!({"name":"sleepy","arguments":{}}));
+    assert_eq!(r["result"]["resultType"], "task", "{r}");
+    let r = call(10, "tasks/cancel", json!({"taskId":"task-sleepy"}));
+    assert!(r.get("result").is_some(), "{r}");
+    let r = call(11, "tasks/get", json!({"taskId":"task-sleepy"}));
+    assert_eq!(status(&r), "cancelled", "{r}");
+
+    drop(raw.stdin.take());
+    assert!(raw.child.wait().unwrap().success());
+    let records = store_records(&setup.store());
+    let (_, _, mut effects) = verify_store(&setup);
+    effects.sort();
+    assert_eq!(
+        effects,
+        [
+            "t/crash:Failed",
+            "t/long:Succeeded",
+            "t/sleepy:Aborted",
+            "t/slow:Succeeded"
+        ],
+        "one EFFECT per task, at its terminal status"
+    );
+    // Each EFFECT commits to what ended its task (the blob holds it after the salt).
+    let blobs = store_blobs(&setup.store());
+    let outputs: Vec<String> = records
+        .iter()
+        .map(|r| Record::decode(r).unwrap())
+        .filter_map(|r| match r.body {
+            Body::Effect { output, .. } => Some(String::from_utf8_lossy(&blobs[&output][16..]).into_owned()),
+            _ => None,
+        })
+        .collect();
+    for want in ["long done 7", "API rate limit exceeded", "slow done", "task cancelled"] {
+        assert!(outputs.iter().any(|o| o.contains(want)), "{want}: {outputs:?}");
+    }
+}
+
 /// An upstream message larger than `max_message_bytes`: which request it answered
 /// cannot be known, so the server is dropped (every request gets an error) and a
 /// VIOLATION `PROTOCOL_VIOLATION` is recorded.

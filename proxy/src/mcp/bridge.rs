@@ -158,6 +158,10 @@ enum Kind {
     TaskResult {
         task: String,
     },
+    /// `tasks/get`: under 2026-07-28 a terminal task carries the call's result.
+    TaskGet {
+        task: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -481,6 +485,10 @@ impl Bridge {
                     },
                     "tasks/result" => match params.as_ref().and_then(|p| p.get("taskId")).and_then(Value::as_str) {
                         Some(t) => Kind::TaskResult { task: t.to_owned() },
+                        None => Kind::Plain,
+                    },
+                    "tasks/get" => match params.as_ref().and_then(|p| p.get("taskId")).and_then(Value::as_str) {
+                        Some(t) => Kind::TaskGet { task: t.to_owned() },
                         None => Kind::Plain,
                     },
                     _ => Kind::Plain,
@@ -1182,6 +1190,14 @@ impl Bridge {
             (Kind::Governed { intent, started, tool }, _) => {
                 let (status, output) = outcome(&msg);
                 let task = match &msg {
+                    // 2026-07-28 (extension io.modelcontextprotocol/tasks): a
+                    // CreateTaskResult, `resultType: "task"` with the task's fields.
+                    Message::Result { result, .. }
+                        if result.get("resultType").and_then(Value::as_str) == Some("task") =>
+                    {
+                        result.get("taskId").and_then(Value::as_str).map(str::to_owned)
+                    }
+                    // 2025-11-25: `{task: {taskId, ...}}` in place of the content.
                     Message::Result { result, .. } if result.get("content").is_none() => result
                         .get("task")
                         .and_then(|t| t.get("taskId"))
@@ -1202,6 +1218,13 @@ impl Bridge {
                 if let Some((intent, started)) = t {
                     let (status, output) = outcome(&msg);
                     effect = Some((intent, status, output, started));
+                }
+            }
+            (Kind::TaskGet { task }, Message::Result { result, .. }) => {
+                if let Some((status, output)) = result.as_object().and_then(|r| terminal_task(r, false)) {
+                    if let Some((intent, started)) = self.lock().tasks.remove(task) {
+                        effect = Some((intent, status, output, started));
+                    }
                 }
             }
             _ => {}
@@ -1325,8 +1348,21 @@ impl Bridge {
             return;
         }
         let mut rel = self.related_client(&st, related);
+        let mut effect = None;
         match method.as_str() {
             "notifications/tools/list_changed" => st.tools = None,
+            // 2026-07-28: a task's status pushed; a terminal one carries the call's
+            // result, like `tasks/get`.
+            "notifications/tasks" => {
+                if let Some(p) = params.as_ref() {
+                    let task = p.get("taskId").and_then(Value::as_str);
+                    if let (Some(t), Some((status, output))) = (task, terminal_task(p, true)) {
+                        if let Some((intent, started)) = st.tasks.remove(t) {
+                            effect = Some((intent, status, output, started));
+                        }
+                    }
+                }
+            }
             "notifications/progress" => {
                 if let Some(t) = params.as_ref().and_then(|p| p.get("progressToken")) {
                     if let Some(c) = st.progress.get(&id_key(t)) {
@@ -1343,6 +1379,9 @@ impl Bridge {
         }
         drop(st);
         self.to_client(msg, rel);
+        if let Some((intent, status, output, started)) = effect {
+            self.report_later(intent, status, output, started);
+        }
     }
 
     /// The upstream is gone: every pending request gets an error, every forwarded call
@@ -1449,6 +1488,36 @@ impl Bridge {
 /// The EFFECT status and output of an answer: a result with `isError: true` or an
 /// error is `failed`; an `input_required` interim result is `aborted` (the retry is a
 /// new call); the output is the answer's JSON.
+/// A 2026-07-28 task (a `tasks/get` result or `notifications/tasks` params) in a
+/// terminal status: the EFFECT of its call. `completed` carries the call's result (a
+/// tool error, `isError: true`, is a failed call), `failed` the JSON-RPC error,
+/// `cancelled` nothing. `None` while it is working or waiting for input, and for a
+/// 2025-11-25 `tasks/get` (its result comes from `tasks/result`).
+fn terminal_task(task: &serde_json::Map<String, Value>, notification: bool) -> Option<(EffectStatus, Vec<u8>)> {
+    // A 2026-07-28 `tasks/get` result MUST say `resultType: "complete"`; one of
+    // 2025-11-25 has no resultType (and no result: that comes from `tasks/result`).
+    if !notification && task.get("resultType").and_then(Value::as_str) != Some("complete") {
+        return None;
+    }
+    match task.get("status").and_then(Value::as_str)? {
+        "completed" => {
+            let result = task.get("result")?;
+            let status = if result.get("isError") == Some(&Value::Bool(true)) {
+                EffectStatus::Failed
+            } else {
+                EffectStatus::Succeeded
+            };
+            Some((status, serde_json::to_vec(result).unwrap_or_default()))
+        }
+        "failed" => Some((
+            EffectStatus::Failed,
+            serde_json::to_vec(task.get("error").unwrap_or(&Value::Null)).unwrap_or_default(),
+        )),
+        "cancelled" => Some((EffectStatus::Aborted, b"task cancelled".to_vec())),
+        _ => None,
+    }
+}
+
 fn outcome(msg: &Message) -> (EffectStatus, Vec<u8>) {
     match msg {
         Message::Result { result, .. } => {

@@ -155,7 +155,8 @@ const METHODS: &[Row] = &[
     ("tasks/list", C, true, R4, R4),
     ("tasks/cancel", C, true, R4, R5),
     ("tasks/update", C, true, R5, R5),
-    ("notifications/tasks/status", S, false, R4, R5),
+    ("notifications/tasks/status", S, false, R4, R4),
+    ("notifications/tasks", S, false, R5, R5),
 ];
 
 /// Whether `method` may be sent in direction `dir` as a request (`request`) or a

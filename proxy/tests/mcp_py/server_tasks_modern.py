@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""An MCP server on stdio speaking revision 2026-07-28 with the Tasks extension
+(`io.modelcontextprotocol/tasks`, specification/2026-07-28/tasks.md of
+modelcontextprotocol/ext-tasks), written against the wire format with no dependency
+(the SDKs here do not implement the extension's 2026-07-28 lifecycle). Every
+`tools/call` returns a CreateTaskResult (`resultType: "task"`); the task then ends:
+
+- `long`: `working` at the first `tasks/get`, `completed` with a result at the second;
+- `crash`: `failed` with a JSON-RPC error at the first `tasks/get`;
+- `slow`: `completed`, pushed at once as a `notifications/tasks` notification;
+- `sleepy`: `working` until `tasks/cancel`, then `cancelled`.
+
+Used by tests/mcp_e2e.rs (`modern_tasks_effect_at_terminal_status`)."""
+
+import json
+import sys
+
+VERSION = "2026-07-28"
+TOOLS = [
+    {"name": name, "description": what, "inputSchema": {"type": "object", "properties": {}}}
+    for name, what in [
+        ("long", "Completes on the second poll."),
+        ("crash", "Fails with a JSON-RPC error."),
+        ("slow", "Completes and pushes its status."),
+        ("sleepy", "Works until cancelled."),
+    ]
+]
+STAMP = "2026-11-26T00:00:00Z"
+tasks = {}  # taskId -> {"tool": name, "polls": n, "cancelled": bool}
+
+
+def write(msg):
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def answer(msg_id, result=None, error=None):
+    out = {"jsonrpc": "2.0", "id": msg_id}
+    if error is not None:
+        out["error"] = error
+    else:
+        out["result"] = result
+    write(out)
+
+
+def task(task_id, status, **extra):
+    t = {"taskId": task_id, "status": status, "createdAt": STAMP, "lastUpdatedAt": STAMP,
+         "ttlMs": 60000, "pollIntervalMs": 10}
+    t.update(extra)
+    return t
+
+
+def state(task_id):
+    """The task as `tasks/get` shows it now (each call is one poll)."""
+    t = tasks[task_id]
+    t["polls"] += 1
+    if t["cancelled"]:
+        return task(task_id, "cancelled", statusMessage="cancelled by the client")
+    if t["tool"] == "long":
+        if t["polls"] < 2:
+            return task(task_id, "working", statusMessage="halfway")
+        return task(task_id, "completed",
+                    result={"content": [{"type": "text", "text": "long done 7"}], "isError": False})
+    if t["tool"] == "crash":
+        return task(task_id, "failed", statusMessage="rate limit",
+                    error={"code": -32603, "message": "API rate limit exceeded"})
+    if t["tool"] == "slow":
+        return task(task_id, "completed",
+                    result={"content": [{"type": "text", "text": "slow done"}], "isError": False})
+    return task(task_id, "working")
+
+
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    method = msg["method"]
+    params = msg.get("params") or {}
+    if method == "server/discover":
+        answer(msg["id"], {
+            "resultType": "complete",
+            "supportedVersions": [VERSION],
+            "capabilities": {"tools": {}, "extensions": {"io.modelcontextprotocol/tasks": {}}},
+            "serverInfo": {"name": "tasks-modern", "version": "1"},
+        })
+    elif method == "tools/list":
+        answer(msg["id"], {"resultType": "complete", "tools": TOOLS})
+    elif method == "tools/call":
+        name = params.get("name")
+        task_id = "task-" + str(name)
+        tasks[task_id] = {"tool": name, "polls": 0, "cancelled": False}
+        answer(msg["id"], dict(task(task_id, "working"), resultType="task"))
+        if name == "slow":
+            write({"jsonrpc": "2.0", "method": "notifications/tasks", "params": state(task_id)})
+    elif method == "tasks/get":
+        task_id = params.get("taskId")
+        if task_id not in tasks:
+            answer(msg["id"], error={"code": -32602, "message": "Failed to retrieve task: Task not found"})
+        else:
+            answer(msg["id"], dict(state(task_id), resultType="complete"))
+    elif method == "tasks/cancel":
+        task_id = params.get("taskId")
+        if task_id in tasks:
+            tasks[task_id]["cancelled"] = True
+        answer(msg["id"], {"resultType": "complete"})
+    else:
+        answer(msg["id"], error={"code": -32601, "message": "method not found: " + method})
