@@ -76,6 +76,12 @@ verdict = "allow"
 require = ["args.path matches '/tmp/helm-mcp-fs-*'", "not (args.path contains '..')"]
 
 [[rule]]
+id = "no-password-prompts"
+tools = ["*:elicitation/create"]
+verdict = "deny"
+require = ["args.message contains 'password'"]
+
+[[rule]]
 id = "client-features"
 tools = ["*:sampling/createMessage", "*:roots/list", "*:elicitation/create"]
 verdict = "allow"
@@ -953,7 +959,7 @@ fn modern_tasks_effect_at_terminal_status() {
     let r = call(1, "server/discover", json!({}));
     assert_eq!(r["result"]["supportedVersions"][0], "2026-07-28", "{r}");
     let r = call(2, "tools/list", json!({}));
-    assert_eq!(r["result"]["tools"].as_array().map(Vec::len), Some(4), "{r}");
+    assert_eq!(r["result"]["tools"].as_array().map(Vec::len), Some(7), "{r}");
     let status = |r: &Value| r["result"]["status"].as_str().unwrap_or_default().to_owned();
 
     let r = call(3, "tools/call", json!({"name":"long","arguments":{}}));
@@ -993,6 +999,44 @@ fn modern_tasks_effect_at_terminal_status() {
     let r = call(11, "tasks/get", json!({"taskId":"task-sleepy"}));
     assert_eq!(status(&r), "cancelled", "{r}");
 
+    // Requests of the server inside results (2026-07-28 has no others): decided like
+    // server requests of earlier revisions, once however often a poll repeats them.
+    let r = call(12, "tools/call", json!({"name":"ask","arguments":{}}));
+    assert_eq!(r["result"]["resultType"], "task", "{r}");
+    for id in [13, 14] {
+        let r = call(id, "tasks/get", json!({"taskId":"task-ask"}));
+        assert_eq!(status(&r), "input_required", "{r}");
+        assert_eq!(
+            r["result"]["inputRequests"]["name"]["method"], "elicitation/create",
+            "{r}"
+        );
+    }
+    let r = call(
+        15,
+        "tasks/update",
+        json!({"taskId":"task-ask",
+        "inputResponses":{"name":{"action":"accept","content":{"name":"Luca"}}}}),
+    );
+    assert!(r.get("result").is_some(), "{r}");
+    let r = call(16, "tasks/get", json!({"taskId":"task-ask"}));
+    assert_eq!(r["result"]["result"]["content"][0]["text"], "Hello, Luca!", "{r}");
+    // One the policy refuses: the client gets the refusal, never the request.
+    let r = call(17, "tools/call", json!({"name":"big","arguments":{}}));
+    assert_eq!(r["result"]["resultType"], "task", "{r}");
+    let r = call(18, "tasks/get", json!({"taskId":"task-big"}));
+    assert_eq!(r["error"]["code"], -32010, "{r}");
+    assert!(!r.to_string().contains("Enter your password"), "{r}");
+    // Without a task: an InputRequiredResult, then the retry with the response.
+    let r = call(19, "tools/call", json!({"name":"confirm","arguments":{}}));
+    assert_eq!(r["result"]["resultType"], "input_required", "{r}");
+    let r = call(
+        20,
+        "tools/call",
+        json!({"name":"confirm","arguments":{},
+        "inputResponses":{"ok":{"action":"accept","content":{}}}}),
+    );
+    assert_eq!(r["result"]["content"][0]["text"], "confirmed", "{r}");
+
     drop(raw.stdin.take());
     assert!(raw.child.wait().unwrap().success());
     let records = store_records(&setup.store());
@@ -1001,12 +1045,40 @@ fn modern_tasks_effect_at_terminal_status() {
     assert_eq!(
         effects,
         [
+            "t/ask:Succeeded",
+            // Never ended: aborted when the server went away.
+            "t/big:Aborted",
+            "t/confirm:Aborted",
+            "t/confirm:Succeeded",
             "t/crash:Failed",
             "t/long:Succeeded",
             "t/sleepy:Aborted",
-            "t/slow:Succeeded"
+            "t/slow:Succeeded",
+            "t:elicitation/create:Succeeded",
+            "t:elicitation/create:Succeeded",
         ],
-        "one EFFECT per task, at its terminal status"
+        "one EFFECT per task at its terminal status, one per answered input request"
+    );
+    // Decisions of the input requests: `ask`'s once despite two polls, `confirm`'s, and
+    // `big`'s refused by the policy.
+    let mut decided = Vec::new();
+    let mut last_tool = None;
+    for r in &records {
+        match Record::decode(r).unwrap().body {
+            Body::Intent { tool, .. } => last_tool = Some(tool.to_owned()),
+            Body::Decision { verdict, reason, .. } => {
+                if let Some(t) = last_tool.take().filter(|t| t.starts_with("t:")) {
+                    decided.push(format!("{t} {verdict:?} {reason}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    decided.sort();
+    assert_eq!(decided.len(), 3, "{decided:?}");
+    assert!(
+        decided[2].contains("Deny") && decided[0].contains("Allow") && decided[1].contains("Allow"),
+        "{decided:?}"
     );
     // Each EFFECT commits to what ended its task (the blob holds it after the salt).
     let blobs = store_blobs(&setup.store());

@@ -171,6 +171,15 @@ struct Pending {
     progress: Option<String>,
 }
 
+/// How a 2026-07-28 input request (a request of the server inside a result) was decided.
+#[derive(Clone, Debug)]
+enum InputRequest {
+    /// Allowed: its INTENT and when, for the EFFECT once the client's response comes.
+    Allowed(String, Instant),
+    /// Refused: the error that replaces every result carrying it.
+    Refused(String, Value),
+}
+
 #[derive(Debug, Default)]
 struct State {
     rev: Option<Rev>,
@@ -184,6 +193,10 @@ struct State {
     listing: Option<Vec<oneshot::Sender<()>>>,
     modern_meta: Option<Value>,
     server_reqs: HashMap<String, Option<(String, Instant)>>,
+    /// 2026-07-28 requests of the server carried in results (`inputRequests`), by
+    /// task id (empty outside a task) and key: decided once, however often a poll
+    /// shows them again.
+    input_reqs: HashMap<(String, String), InputRequest>,
     tasks: HashMap<String, (String, Instant)>,
     violation_recorded: bool,
     closed: bool,
@@ -400,6 +413,9 @@ impl Bridge {
             return;
         };
         let key = id_key(id);
+        if let Some(p) = params {
+            self.input_responses(p);
+        }
         let declared = msg.declared_version().map(str::to_owned);
         let mut st = self.lock();
         if st.by_client.contains_key(&key) || st.evaluating.contains(&key) {
@@ -1129,6 +1145,11 @@ impl Bridge {
             return;
         };
         let mut msg = msg;
+        if let Message::Result { result, .. } = &msg {
+            if let Some(refusal) = self.govern_input_requests(result).await {
+                msg = refusal;
+            }
+        }
         // The EFFECT to record once the answer is on its way.
         let mut effect = None;
         match (&p.kind, &mut msg) {
@@ -1272,6 +1293,121 @@ impl Bridge {
         }
     }
 
+    /// 2026-07-28 has no requests of the server to the client on their own: they travel
+    /// inside results, as `inputRequests` of an InputRequiredResult (`resultType:
+    /// "input_required"`) or of a task waiting for input (`status: "input_required"`).
+    /// Each is decided like a server request of an earlier revision (`server:METHOD`
+    /// with its params) and recorded, once per task and key however often a poll
+    /// repeats it; its EFFECT is the client's response, when a request carries it in
+    /// `inputResponses`. One refused, or one HELM cannot govern (not a client feature,
+    /// malformed), refuses the whole result: the client gets a JSON-RPC error instead.
+    async fn govern_input_requests(self: &Arc<Self>, result: &Value) -> Option<Message> {
+        let waiting = result.get("resultType").and_then(Value::as_str) == Some("input_required")
+            || result.get("status").and_then(Value::as_str) == Some("input_required");
+        if !waiting {
+            return None;
+        }
+        let scope = result
+            .get("taskId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let refuse =
+            |message: String, data: Value| Some(Message::error(Value::Null, code::HELM_DENIED, message, Some(data)));
+        let Some(requests) = result.get("inputRequests").and_then(Value::as_object) else {
+            return refuse(
+                "HELM refused the result: input is required but its inputRequests cannot be read".into(),
+                json!({"reason": "MALFORMED_INPUT_REQUEST"}),
+            );
+        };
+        for (key, request) in requests {
+            let id = (scope.clone(), key.clone());
+            let known = self.lock().input_reqs.get(&id).cloned();
+            match known {
+                Some(InputRequest::Allowed(..)) => continue,
+                Some(InputRequest::Refused(message, data)) => return refuse(message, data),
+                None => {}
+            }
+            let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
+            if !matches!(method, "sampling/createMessage" | "elicitation/create" | "roots/list") {
+                log_warn!("MCP {}: input request {key:?} for {method:?} refused", self.server);
+                return refuse(
+                    format!("HELM refused the result: its input request {key:?} is for {method:?}, not a client feature HELM governs"),
+                    json!({"reason": "METHOD_NOT_ALLOWED", "input_request": key}),
+                );
+            }
+            let tool = format!("{}:{method}", self.server);
+            let mut args = request
+                .get("params")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            args.remove("_meta");
+            let call_id = if scope.is_empty() {
+                format!("input:{key}")
+            } else {
+                format!("input:{scope}:{key}")
+            };
+            let (answer, _) = self.evaluate(&tool, Value::Object(args), Some(call_id)).await;
+            let decided = match (answer.status, answer.intent) {
+                (Status::Allow, Some(intent)) => InputRequest::Allowed(intent, Instant::now()),
+                (status, _) => {
+                    log_info!(
+                        "MCP {}: input request {tool} {:?} ({})",
+                        self.session,
+                        status,
+                        answer.reason
+                    );
+                    InputRequest::Refused(
+                        format!("HELM refused {method} (input request {key:?}): {}", answer.reason),
+                        json!({"reason": answer.reason, "decision": answer.decision, "input_request": key}),
+                    )
+                }
+            };
+            self.lock().input_reqs.insert(id, decided.clone());
+            if let InputRequest::Refused(message, data) = decided {
+                return refuse(message, data);
+            }
+        }
+        None
+    }
+
+    /// The client's responses to input requests (`inputResponses` of a retried request
+    /// or of `tasks/update`): the EFFECT of each allowed one.
+    fn input_responses(self: &Arc<Self>, params: &serde_json::Map<String, Value>) {
+        let Some(responses) = params.get("inputResponses").and_then(Value::as_object) else {
+            return;
+        };
+        let scope = params
+            .get("taskId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        for (key, response) in responses {
+            let entry = self.lock().input_reqs.remove(&(scope.clone(), key.clone()));
+            match entry {
+                Some(InputRequest::Allowed(intent, started)) => {
+                    let declined = response
+                        .get("action")
+                        .and_then(Value::as_str)
+                        .is_some_and(|a| a != "accept");
+                    let status = if declined {
+                        EffectStatus::Aborted
+                    } else {
+                        EffectStatus::Succeeded
+                    };
+                    let output = serde_json::to_vec(response).unwrap_or_default();
+                    self.report_later(intent, status, output, started);
+                }
+                Some(refused @ InputRequest::Refused(..)) => {
+                    // Still refused: keep it so that a later poll is refused too.
+                    self.lock().input_reqs.insert((scope.clone(), key.clone()), refused);
+                }
+                None => {}
+            }
+        }
+    }
+
     async fn upstream_request(self: &Arc<Self>, msg: Message, related: Option<u64>) {
         let Message::Request { id, method, params } = &msg else {
             return;
@@ -1355,6 +1491,22 @@ impl Bridge {
             // result, like `tasks/get`.
             "notifications/tasks" => {
                 if let Some(p) = params.as_ref() {
+                    if p.get("status").and_then(Value::as_str) == Some("input_required") {
+                        // Its input requests are decided first (as in a `tasks/get`
+                        // result); refused, the push is dropped: a poll shows the refusal.
+                        drop(st);
+                        let (me, p) = (self.clone(), Value::Object(p.clone()));
+                        tokio::spawn(async move {
+                            match me.govern_input_requests(&p).await {
+                                None => me.to_client(msg, rel),
+                                Some(_) => log_warn!(
+                                    "MCP {}: a task status push with a refused input request: dropped",
+                                    me.server
+                                ),
+                            }
+                        });
+                        return;
+                    }
                     let task = p.get("taskId").and_then(Value::as_str);
                     if let (Some(t), Some((status, output))) = (task, terminal_task(p, true)) {
                         if let Some((intent, started)) = st.tasks.remove(t) {
@@ -1485,9 +1637,6 @@ impl Bridge {
     }
 }
 
-/// The EFFECT status and output of an answer: a result with `isError: true` or an
-/// error is `failed`; an `input_required` interim result is `aborted` (the retry is a
-/// new call); the output is the answer's JSON.
 /// A 2026-07-28 task (a `tasks/get` result or `notifications/tasks` params) in a
 /// terminal status: the EFFECT of its call. `completed` carries the call's result (a
 /// tool error, `isError: true`, is a failed call), `failed` the JSON-RPC error,
@@ -1518,6 +1667,9 @@ fn terminal_task(task: &serde_json::Map<String, Value>, notification: bool) -> O
     }
 }
 
+/// The EFFECT status and output of an answer: a result with `isError: true` or an
+/// error is `failed`; an `input_required` interim result is `aborted` (the retry is a
+/// new call); the output is the answer's JSON.
 fn outcome(msg: &Message) -> (EffectStatus, Vec<u8>) {
     match msg {
         Message::Result { result, .. } => {

@@ -8,7 +8,14 @@ modelcontextprotocol/ext-tasks), written against the wire format with no depende
 - `long`: `working` at the first `tasks/get`, `completed` with a result at the second;
 - `crash`: `failed` with a JSON-RPC error at the first `tasks/get`;
 - `slow`: `completed`, pushed at once as a `notifications/tasks` notification;
-- `sleepy`: `working` until `tasks/cancel`, then `cancelled`.
+- `sleepy`: `working` until `tasks/cancel`, then `cancelled`;
+- `ask`: `input_required` (an elicitation of a name, in `inputRequests`) until
+  `tasks/update` brings the response, then `completed` with a greeting;
+- `big`: `input_required` with an elicitation asking for a password (the test's
+  policy refuses it).
+
+And one without a task: `confirm` answers an InputRequiredResult (multi round-trip
+request: an elicitation in `inputRequests`) until it is retried with `inputResponses`.
 
 Used by tests/mcp_e2e.rs (`modern_tasks_effect_at_terminal_status`)."""
 
@@ -23,10 +30,19 @@ TOOLS = [
         ("crash", "Fails with a JSON-RPC error."),
         ("slow", "Completes and pushes its status."),
         ("sleepy", "Works until cancelled."),
+        ("ask", "Asks for a name."),
+        ("big", "Asks for a password."),
+        ("confirm", "Asks for confirmation, without a task."),
     ]
 ]
 STAMP = "2026-11-26T00:00:00Z"
-tasks = {}  # taskId -> {"tool": name, "polls": n, "cancelled": bool}
+tasks = {}  # taskId -> {"tool": name, "polls": n, "cancelled": bool, "input": {...}}
+
+
+def elicit(message):
+    return {"method": "elicitation/create", "params": {
+        "mode": "form", "message": message,
+        "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}}
 
 
 def write(msg):
@@ -67,6 +83,14 @@ def state(task_id):
     if t["tool"] == "slow":
         return task(task_id, "completed",
                     result={"content": [{"type": "text", "text": "slow done"}], "isError": False})
+    if t["tool"] == "ask":
+        name = ((t["input"].get("name") or {}).get("content") or {}).get("name")
+        if name is None:
+            return task(task_id, "input_required", inputRequests={"name": elicit("Please enter your name.")})
+        return task(task_id, "completed",
+                    result={"content": [{"type": "text", "text": "Hello, " + name + "!"}], "isError": False})
+    if t["tool"] == "big":
+        return task(task_id, "input_required", inputRequests={"pw": elicit("Enter your password")})
     return task(task_id, "working")
 
 
@@ -85,10 +109,16 @@ for line in sys.stdin:
         })
     elif method == "tools/list":
         answer(msg["id"], {"resultType": "complete", "tools": TOOLS})
+    elif method == "tools/call" and params.get("name") == "confirm":
+        if "ok" in (params.get("inputResponses") or {}):
+            answer(msg["id"], {"resultType": "complete",
+                               "content": [{"type": "text", "text": "confirmed"}], "isError": False})
+        else:
+            answer(msg["id"], {"resultType": "input_required", "inputRequests": {"ok": elicit("Proceed?")}})
     elif method == "tools/call":
         name = params.get("name")
         task_id = "task-" + str(name)
-        tasks[task_id] = {"tool": name, "polls": 0, "cancelled": False}
+        tasks[task_id] = {"tool": name, "polls": 0, "cancelled": False, "input": {}}
         answer(msg["id"], dict(task(task_id, "working"), resultType="task"))
         if name == "slow":
             write({"jsonrpc": "2.0", "method": "notifications/tasks", "params": state(task_id)})
@@ -98,6 +128,11 @@ for line in sys.stdin:
             answer(msg["id"], error={"code": -32602, "message": "Failed to retrieve task: Task not found"})
         else:
             answer(msg["id"], dict(state(task_id), resultType="complete"))
+    elif method == "tasks/update":
+        task_id = params.get("taskId")
+        if task_id in tasks:
+            tasks[task_id]["input"].update(params.get("inputResponses") or {})
+        answer(msg["id"], {"resultType": "complete"})
     elif method == "tasks/cancel":
         task_id = params.get("taskId")
         if task_id in tasks:
