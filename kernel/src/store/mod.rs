@@ -571,7 +571,7 @@ impl Inner {
         // A write into the reservation that wrote nothing (a read-only file system, say)
         // left only zeros behind: nothing to cut, and the reservation stays.
         let written_end = offset.saturating_add(batch_len).min(w.reserved);
-        let untouched = written_end > offset && all_zero(&*w.file, offset, written_end);
+        let untouched = written_end > offset && scan::all_zero(&*w.file, &path, offset, written_end).unwrap_or(false);
         match w.file.size() {
             Ok(len) if len == offset => w.reserved = offset,
             _ if untouched => {}
@@ -805,27 +805,6 @@ impl Inner {
             let _ = self.sync_to(self.appended.load(Ordering::Acquire));
         }
     }
-}
-
-/// Whether the bytes `from..to` of `file` read back as zeros (`false` if they cannot be
-/// read).
-fn all_zero(file: &dyn SegmentFile, from: u64, to: u64) -> bool {
-    let mut buf = [0u8; 4096];
-    let mut at = from;
-    while at < to {
-        let want = usize::try_from(to.saturating_sub(at)).map_or(buf.len(), |n| n.min(buf.len()));
-        let Some(dst) = buf.get_mut(..want) else { return false };
-        match file.read_at(at, dst) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => {
-                if dst.get(..n).is_none_or(|b| b.iter().any(|&x| x != 0)) {
-                    return false;
-                }
-                at = at.saturating_add(n as u64);
-            }
-        }
-    }
-    true
 }
 
 /// Reads the store in `dir` without taking its lock (a server may be writing it): hands

@@ -519,7 +519,7 @@ pub(crate) fn recover(fs: &dyn StoreFs, dir: &Path) -> Result<Recovered, StoreEr
 }
 
 /// Whether the bytes `from..len` of `file` are all zero.
-fn all_zero(file: &dyn SegmentFile, path: &Path, from: u64, len: u64) -> Result<bool, StoreError> {
+pub(crate) fn all_zero(file: &dyn SegmentFile, path: &Path, from: u64, len: u64) -> Result<bool, StoreError> {
     let mut buf = vec![0u8; CHUNK];
     let mut at = from;
     while at < len {
