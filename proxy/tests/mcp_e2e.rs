@@ -1095,6 +1095,46 @@ fn modern_tasks_effect_at_terminal_status() {
     }
 }
 
+/// A server that changes a tool's definition without announcing it (no
+/// `notifications/tools/list_changed`, `server_silent_change.py`): the proxy reads the
+/// listing again before a call once the last one is older than `relist_ms`, so the
+/// next call is refused `TOOL_DEFINITION_CHANGED`; with `relist_ms = 0` only an
+/// announced change is caught, and the call goes through.
+#[test]
+fn stdio_silent_definition_change_caught_by_relisting() {
+    for (relist_ms, caught) in [(1, true), (0, false)] {
+        let setup = mcp_setup(&format!("relist_ms = {relist_ms}"));
+        let upstream = vec!["python3".to_owned(), mcp_py("server_silent_change.py")];
+        let mut raw = Raw::start(&setup, &upstream);
+        let r = raw.call(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+            "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}));
+        assert_eq!(r["result"]["protocolVersion"], "2025-06-18", "{r}");
+        raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        let r = raw.call(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
+        assert_eq!(r["result"]["tools"][0]["name"], "echo", "{r}");
+        let echo = |id: u64| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}});
+        let r = raw.call(echo(2));
+        assert_eq!(r["result"]["content"][0]["text"], "hi", "{r}");
+        std::thread::sleep(Duration::from_millis(5));
+        let r = raw.call(echo(3));
+        if caught {
+            assert_eq!(r["result"]["isError"], true, "{r}");
+            assert!(r.to_string().contains("TOOL_DEFINITION_CHANGED"), "{r}");
+        } else {
+            assert_eq!(r["result"]["content"][0]["text"], "hi", "relist_ms = 0: {r}");
+        }
+        drop(raw.stdin.take());
+        assert!(raw.child.wait().unwrap().success());
+        let (_, violations, effects) = verify_store(&setup);
+        assert_eq!(
+            violations.iter().any(|v| v == "TOOL_DEFINITION_CHANGED"),
+            caught,
+            "relist_ms = {relist_ms}: {violations:?}"
+        );
+        assert_eq!(effects.len(), if caught { 1 } else { 2 }, "{effects:?}");
+    }
+}
+
 /// An upstream message larger than `max_message_bytes`: which request it answered
 /// cannot be known, so the server is dropped (every request gets an error) and a
 /// VIOLATION `PROTOCOL_VIOLATION` is recorded.

@@ -190,6 +190,8 @@ struct State {
     cancelled: HashSet<String>,
     progress: HashMap<String, String>,
     tools: Option<HashMap<String, Hash>>,
+    /// When `tools` was started from a first page (for `relist_ms`).
+    tools_at: Option<Instant>,
     listing: Option<Vec<oneshot::Sender<()>>>,
     modern_meta: Option<Value>,
     server_reqs: HashMap<String, Option<(String, Instant)>>,
@@ -834,6 +836,16 @@ impl Bridge {
         for attempt in 0..2 {
             let rx = {
                 let mut st = self.lock();
+                // A listing older than `relist_ms` is read again before the call: a
+                // server may change a definition without announcing it.
+                let relist = self.shared.settings.relist_ms;
+                let stale = relist > 0
+                    && attempt == 0
+                    && st.tools_at.is_some_and(|t| t.elapsed() > Duration::from_millis(relist));
+                if stale && st.listing.is_none() {
+                    st.tools = None;
+                    st.tools_at = None;
+                }
                 if let Some(tools) = &st.tools {
                     match tools.get(name) {
                         Some(h) => {
@@ -1192,10 +1204,19 @@ impl Bridge {
                     Ok((r, Ok(seen))) => {
                         *result = r;
                         let mut st = self.lock();
-                        match &mut st.tools {
-                            Some(t) => t.extend(seen),
-                            None if complete => st.tools = Some(seen),
-                            None => {}
+                        let fresh = match &mut st.tools {
+                            Some(t) => {
+                                t.extend(seen);
+                                complete
+                            }
+                            None if complete => {
+                                st.tools = Some(seen);
+                                true
+                            }
+                            None => false,
+                        };
+                        if fresh {
+                            st.tools_at = Some(Instant::now());
                         }
                     }
                     Ok((_, Err(e))) => msg = Message::error(Value::Null, code::INTERNAL_ERROR, e, None),
@@ -1268,7 +1289,10 @@ impl Bridge {
         let Message::Result { mut result, .. } = msg else {
             log_warn!("MCP {}: the server refused the proxy's tools/list", self.server);
             let mut st = self.lock();
-            st.tools.get_or_insert_with(HashMap::new);
+            if st.tools.is_none() {
+                st.tools = Some(HashMap::new());
+                st.tools_at = Some(Instant::now());
+            }
             for w in st.listing.take().unwrap_or_default() {
                 let _ = w.send(());
             }
@@ -1282,6 +1306,9 @@ impl Bridge {
             .and_then(Result::ok)
             .unwrap_or_default();
         let mut st = self.lock();
+        if st.tools.is_none() {
+            st.tools_at = Some(Instant::now());
+        }
         st.tools.get_or_insert_with(HashMap::new).extend(seen);
         match cursor {
             Some(c) => self.inject_listing(&mut st, Some(c)),

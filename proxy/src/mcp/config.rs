@@ -6,6 +6,7 @@
 //! escalation_wait_ms = 2000     # how long a call waits for an approval before "approval pending"
 //! max_message_bytes = 4194304   # larger messages are refused (both directions)
 //! tofu = true                   # pin a tool's definition when first seen
+//! relist_ms = 60000             # re-read tools/list before a call when the last is older
 //! allowed_origins = []          # Origins accepted besides loopback ones (http://localhost:*, ...)
 //! stdio_principal = "mcp-stdio" # the principal of `helm-proxy mcp --stdio`
 //!
@@ -89,6 +90,11 @@ pub struct McpSection {
     pub max_message_bytes: u64,
     /// Pin a definition on first sight (trust on first use).
     pub tofu: bool,
+    /// Before a `tools/call`, the server's `tools/list` is read again (by the proxy,
+    /// every page) when the last complete listing is older than this (ms), so that a
+    /// definition changed without `notifications/tools/list_changed` is caught within
+    /// this time. 0: only when the server announces a change.
+    pub relist_ms: u64,
     /// Origins accepted besides loopback ones.
     pub allowed_origins: Vec<String>,
     /// The principal of `helm-proxy mcp --stdio` (the process owner is the caller).
@@ -112,6 +118,7 @@ impl Default for McpSection {
             escalation_wait_ms: 2000,
             max_message_bytes: 4 << 20,
             tofu: true,
+            relist_ms: 60_000,
             allowed_origins: Vec::new(),
             stdio_principal: "mcp-stdio".into(),
             session_idle_ms: 30 * 60 * 1000,
