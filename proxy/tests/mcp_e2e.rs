@@ -40,7 +40,7 @@ other_tools = "deny"
 
 [[rule]]
 id = "harmless"
-tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "t/confirm", "t/big", "t/query", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
+tools = ["t/echo", "t/add", "t/slow", "t/sleepy", "t/ask", "t/crash", "t/long", "t/confirm", "t/big", "t/query", "t/wait", "everything/echo", "everything/get-sum", "everything/trigger-long-running-operation"]
 verdict = "allow"
 require = ["true"]
 
@@ -959,7 +959,7 @@ fn modern_tasks_effect_at_terminal_status() {
     let r = call(1, "server/discover", json!({}));
     assert_eq!(r["result"]["supportedVersions"][0], "2026-07-28", "{r}");
     let r = call(2, "tools/list", json!({}));
-    assert_eq!(r["result"]["tools"].as_array().map(Vec::len), Some(7), "{r}");
+    assert_eq!(r["result"]["tools"].as_array().map(Vec::len), Some(8), "{r}");
     let status = |r: &Value| r["result"]["status"].as_str().unwrap_or_default().to_owned();
 
     let r = call(3, "tools/call", json!({"name":"long","arguments":{}}));
@@ -1026,6 +1026,11 @@ fn modern_tasks_effect_at_terminal_status() {
     let r = call(18, "tasks/get", json!({"taskId":"task-big"}));
     assert_eq!(r["error"]["code"], -32010, "{r}");
     assert!(!r.to_string().contains("Enter your password"), "{r}");
+    // Waiting for input it does not name: nothing to decide, relayed as it is.
+    let r = call(21, "tools/call", json!({"name":"wait","arguments":{}}));
+    assert_eq!(r["result"]["resultType"], "task", "{r}");
+    let r = call(22, "tasks/get", json!({"taskId":"task-wait"}));
+    assert_eq!(status(&r), "input_required", "{r}");
     // Without a task: an InputRequiredResult, then the retry with the response.
     let r = call(19, "tools/call", json!({"name":"confirm","arguments":{}}));
     assert_eq!(r["result"]["resultType"], "input_required", "{r}");
@@ -1054,6 +1059,7 @@ fn modern_tasks_effect_at_terminal_status() {
             "t/long:Succeeded",
             "t/sleepy:Aborted",
             "t/slow:Succeeded",
+            "t/wait:Aborted",
             "t:elicitation/create:Succeeded",
             "t:elicitation/create:Succeeded",
         ],

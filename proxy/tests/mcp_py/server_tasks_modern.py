@@ -12,7 +12,9 @@ modelcontextprotocol/ext-tasks), written against the wire format with no depende
 - `ask`: `input_required` (an elicitation of a name, in `inputRequests`) until
   `tasks/update` brings the response, then `completed` with a greeting;
 - `big`: `input_required` with an elicitation asking for a password (the test's
-  policy refuses it).
+  policy refuses it);
+- `wait`: `input_required` naming no request (as a 2025-11-25 task does, whose requests
+  come on their own): nothing to decide, relayed as it is.
 
 And one without a task: `confirm` answers an InputRequiredResult (multi round-trip
 request: an elicitation in `inputRequests`) until it is retried with `inputResponses`.
@@ -33,6 +35,7 @@ TOOLS = [
         ("ask", "Asks for a name."),
         ("big", "Asks for a password."),
         ("confirm", "Asks for confirmation, without a task."),
+        ("wait", "Waits for input it does not name."),
     ]
 ]
 STAMP = "2026-11-26T00:00:00Z"
@@ -89,6 +92,8 @@ def state(task_id):
             return task(task_id, "input_required", inputRequests={"name": elicit("Please enter your name.")})
         return task(task_id, "completed",
                     result={"content": [{"type": "text", "text": "Hello, " + name + "!"}], "isError": False})
+    if t["tool"] == "wait":
+        return task(task_id, "input_required")
     if t["tool"] == "big":
         return task(task_id, "input_required", inputRequests={"pw": elicit("Enter your password")})
     return task(task_id, "working")
