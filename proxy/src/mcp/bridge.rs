@@ -35,6 +35,10 @@ const APPROVAL_POLL: Duration = Duration::from_millis(50);
 /// before it is recorded anyway (see [`Bridge::report_later`]).
 const EFFECT_DEFER: Duration = Duration::from_millis(2);
 
+/// Most 2026-07-28 input requests a conversation keeps decided at once (answered ones
+/// are forgotten; refused ones are kept so that a poll repeating them is refused too).
+const MAX_INPUT_REQUESTS: usize = 4096;
+
 /// What every conversation shares: the kernel, the settings and the pins.
 #[derive(Debug)]
 pub struct McpShared {
@@ -1360,6 +1364,12 @@ impl Bridge {
                 Some(InputRequest::Allowed(..)) => continue,
                 Some(InputRequest::Refused(message, data)) => return refuse(message, data),
                 None => {}
+            }
+            if self.lock().input_reqs.len() >= MAX_INPUT_REQUESTS {
+                return refuse(
+                    format!("HELM refused the result: more than {MAX_INPUT_REQUESTS} input requests are open in this session"),
+                    json!({"reason": "CAPACITY_EXHAUSTED", "input_request": key}),
+                );
             }
             let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
             if !matches!(method, "sampling/createMessage" | "elicitation/create" | "roots/list") {
