@@ -1427,26 +1427,27 @@ impl Bridge {
             .unwrap_or_default()
             .to_owned();
         for (key, response) in responses {
-            let entry = self.lock().input_reqs.remove(&(scope.clone(), key.clone()));
-            match entry {
-                Some(InputRequest::Allowed(intent, started)) => {
-                    let declined = response
-                        .get("action")
-                        .and_then(Value::as_str)
-                        .is_some_and(|a| a != "accept");
-                    let status = if declined {
-                        EffectStatus::Aborted
-                    } else {
-                        EffectStatus::Succeeded
-                    };
-                    let output = serde_json::to_vec(response).unwrap_or_default();
-                    self.report_later(intent, status, output, started);
+            let id = (scope.clone(), key.clone());
+            let allowed = {
+                let mut st = self.lock();
+                // A refused one stays, so that a later poll is refused too.
+                match st.input_reqs.get(&id) {
+                    Some(InputRequest::Allowed(..)) => st.input_reqs.remove(&id),
+                    _ => None,
                 }
-                Some(refused @ InputRequest::Refused(..)) => {
-                    // Still refused: keep it so that a later poll is refused too.
-                    self.lock().input_reqs.insert((scope.clone(), key.clone()), refused);
-                }
-                None => {}
+            };
+            if let Some(InputRequest::Allowed(intent, started)) = allowed {
+                let declined = response
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .is_some_and(|a| a != "accept");
+                let status = if declined {
+                    EffectStatus::Aborted
+                } else {
+                    EffectStatus::Succeeded
+                };
+                let output = serde_json::to_vec(response).unwrap_or_default();
+                self.report_later(intent, status, output, started);
             }
         }
     }

@@ -21,8 +21,7 @@ request: an elicitation in `inputRequests`) until it is retried with `inputRespo
 
 Used by tests/mcp_e2e.rs (`modern_tasks_effect_at_terminal_status`)."""
 
-import json
-import sys
+from wire import answer, not_found, requests, write
 
 VERSION = "2026-07-28"
 TOOLS = [
@@ -46,20 +45,6 @@ def elicit(message):
     return {"method": "elicitation/create", "params": {
         "mode": "form", "message": message,
         "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}}
-
-
-def write(msg):
-    sys.stdout.write(json.dumps(msg) + "\n")
-    sys.stdout.flush()
-
-
-def answer(msg_id, result=None, error=None):
-    out = {"jsonrpc": "2.0", "id": msg_id}
-    if error is not None:
-        out["error"] = error
-    else:
-        out["result"] = result
-    write(out)
 
 
 def task(task_id, status, **extra):
@@ -99,49 +84,44 @@ def state(task_id):
     return task(task_id, "working")
 
 
-for line in sys.stdin:
-    msg = json.loads(line)
-    if "id" not in msg or "method" not in msg:
-        continue
-    method = msg["method"]
-    params = msg.get("params") or {}
+for msg_id, method, params in requests():
     if method == "server/discover":
-        answer(msg["id"], {
+        answer(msg_id, {
             "resultType": "complete",
             "supportedVersions": [VERSION],
             "capabilities": {"tools": {}, "extensions": {"io.modelcontextprotocol/tasks": {}}},
             "serverInfo": {"name": "tasks-modern", "version": "1"},
         })
     elif method == "tools/list":
-        answer(msg["id"], {"resultType": "complete", "tools": TOOLS})
+        answer(msg_id, {"resultType": "complete", "tools": TOOLS})
     elif method == "tools/call" and params.get("name") == "confirm":
         if "ok" in (params.get("inputResponses") or {}):
-            answer(msg["id"], {"resultType": "complete",
+            answer(msg_id, {"resultType": "complete",
                                "content": [{"type": "text", "text": "confirmed"}], "isError": False})
         else:
-            answer(msg["id"], {"resultType": "input_required", "inputRequests": {"ok": elicit("Proceed?")}})
+            answer(msg_id, {"resultType": "input_required", "inputRequests": {"ok": elicit("Proceed?")}})
     elif method == "tools/call":
         name = params.get("name")
         task_id = "task-" + str(name)
         tasks[task_id] = {"tool": name, "polls": 0, "cancelled": False, "input": {}}
-        answer(msg["id"], dict(task(task_id, "working"), resultType="task"))
+        answer(msg_id, dict(task(task_id, "working"), resultType="task"))
         if name == "slow":
             write({"jsonrpc": "2.0", "method": "notifications/tasks", "params": state(task_id)})
     elif method == "tasks/get":
         task_id = params.get("taskId")
         if task_id not in tasks:
-            answer(msg["id"], error={"code": -32602, "message": "Failed to retrieve task: Task not found"})
+            answer(msg_id, error={"code": -32602, "message": "Failed to retrieve task: Task not found"})
         else:
-            answer(msg["id"], dict(state(task_id), resultType="complete"))
+            answer(msg_id, dict(state(task_id), resultType="complete"))
     elif method == "tasks/update":
         task_id = params.get("taskId")
         if task_id in tasks:
             tasks[task_id]["input"].update(params.get("inputResponses") or {})
-        answer(msg["id"], {"resultType": "complete"})
+        answer(msg_id, {"resultType": "complete"})
     elif method == "tasks/cancel":
         task_id = params.get("taskId")
         if task_id in tasks:
             tasks[task_id]["cancelled"] = True
-        answer(msg["id"], {"resultType": "complete"})
+        answer(msg_id, {"resultType": "complete"})
     else:
-        answer(msg["id"], error={"code": -32601, "message": "method not found: " + method})
+        not_found(msg_id, method)
