@@ -55,10 +55,10 @@ pub enum Durability {
     Durable,
     /// [`Store::wait_durable`] returns at once; a background thread (at the lowest CPU
     /// priority, so that it yields to request handling) `fsync`s every `sync_interval`
-    /// (at least 1 ms; stretched when every core is saturated). A power loss can lose the records appended since
-    /// the start of the last completed `fsync`: at most about `sync_interval` of appends
-    /// plus those of one `fsync`. A process crash loses nothing (records are written to
-    /// the operating system by `append`).
+    /// (at least 1 ms; stretched when every core is saturated). A power loss can lose
+    /// the records appended since the start of the last completed `fsync`: at most about
+    /// `sync_interval` of appends plus those of one `fsync`. A process crash loses
+    /// nothing (records are written to the operating system by `append`).
     Buffered {
         /// Time between two background `fsync`s.
         sync_interval: Duration,

@@ -1359,13 +1359,16 @@ impl Bridge {
         };
         for (key, request) in requests {
             let id = (scope.clone(), key.clone());
-            let known = self.lock().input_reqs.get(&id).cloned();
+            let (known, open) = {
+                let st = self.lock();
+                (st.input_reqs.get(&id).cloned(), st.input_reqs.len())
+            };
             match known {
                 Some(InputRequest::Allowed(..)) => continue,
                 Some(InputRequest::Refused(message, data)) => return refuse(message, data),
                 None => {}
             }
-            if self.lock().input_reqs.len() >= MAX_INPUT_REQUESTS {
+            if open >= MAX_INPUT_REQUESTS {
                 return refuse(
                     format!("HELM refused the result: more than {MAX_INPUT_REQUESTS} input requests are open in this session"),
                     json!({"reason": "CAPACITY_EXHAUSTED", "input_request": key}),
@@ -1695,12 +1698,7 @@ fn terminal_task(task: &serde_json::Map<String, Value>, notification: bool) -> O
     match task.get("status").and_then(Value::as_str)? {
         "completed" => {
             let result = task.get("result")?;
-            let status = if result.get("isError") == Some(&Value::Bool(true)) {
-                EffectStatus::Failed
-            } else {
-                EffectStatus::Succeeded
-            };
-            Some((status, serde_json::to_vec(result).unwrap_or_default()))
+            Some((result_status(result), serde_json::to_vec(result).unwrap_or_default()))
         }
         "failed" => Some((
             EffectStatus::Failed,
@@ -1711,21 +1709,24 @@ fn terminal_task(task: &serde_json::Map<String, Value>, notification: bool) -> O
     }
 }
 
+/// The EFFECT status of a result: `failed` for `isError: true`, `aborted` for an
+/// `input_required` interim result (the retry is a new call), else `succeeded`.
+fn result_status(result: &Value) -> EffectStatus {
+    if result.get("isError") == Some(&Value::Bool(true)) {
+        EffectStatus::Failed
+    } else if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+        EffectStatus::Aborted
+    } else {
+        EffectStatus::Succeeded
+    }
+}
+
 /// The EFFECT status and output of an answer: a result with `isError: true` or an
 /// error is `failed`; an `input_required` interim result is `aborted` (the retry is a
 /// new call); the output is the answer's JSON.
 fn outcome(msg: &Message) -> (EffectStatus, Vec<u8>) {
     match msg {
-        Message::Result { result, .. } => {
-            let status = if result.get("isError") == Some(&Value::Bool(true)) {
-                EffectStatus::Failed
-            } else if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
-                EffectStatus::Aborted
-            } else {
-                EffectStatus::Succeeded
-            };
-            (status, serde_json::to_vec(result).unwrap_or_default())
-        }
+        Message::Result { result, .. } => (result_status(result), serde_json::to_vec(result).unwrap_or_default()),
         Message::Error { error, .. } => (EffectStatus::Failed, serde_json::to_vec(error).unwrap_or_default()),
         _ => (EffectStatus::Failed, Vec::new()),
     }
